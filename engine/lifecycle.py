@@ -201,7 +201,7 @@ def _schedule(
 
 
 def scheduled_event_id(cause_id: str, rule: str, event_type: str) -> str:
-    """Deterministic, so a retried evaluation schedules the same event (a duplicate, not a second)."""
+    """Deterministic: a retried evaluation schedules the same event (a duplicate, not a 2nd)."""
     digest = hashlib.sha256(f"{cause_id}\0{rule}\0{event_type}".encode()).hexdigest()[:20]
     return f"sched-{digest}"
 

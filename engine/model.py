@@ -78,7 +78,9 @@ def parse_time(raw: object, what: str = "occurred_at") -> datetime:
     else:
         raise InvalidEvent(f"{what} must be an ISO 8601 string, got {raw!r}")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidEvent(f"{what} must name its time zone (e.g. 2026-11-26T10:00:00Z), got {raw!r}")
+        raise InvalidEvent(
+            f"{what} must name its time zone (e.g. 2026-11-26T10:00:00Z), got {raw!r}"
+        )
     return value
 
 
@@ -86,7 +88,6 @@ def format_time(value: datetime) -> str:
     """UTC, ISO 8601 with a Z: the one way times are written out."""
     text = value.astimezone(UTC).isoformat()
     return text.replace("+00:00", "Z")
-
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ class BehaviorEvent:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > MAX_EVENT_ID:
-            raise InvalidEvent(f"id must be a non-empty string of at most {MAX_EVENT_ID} characters")
+            raise InvalidEvent(
+                f"id must be a non-empty string of at most {MAX_EVENT_ID} characters"
+            )
         if not isinstance(self.type, str) or not _EVENT_TYPE.match(self.type):
             raise InvalidEvent(
                 f"type must be a snake_case name like form_submitted, got {self.type!r}"

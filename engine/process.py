@@ -28,4 +28,6 @@ def step(rules: Rules, state: ContactState, event: BehaviorEvent) -> Step:
     decisions = rules.decide(event, state)
     applied = lifecycle.apply(rules.vocab, state, event, decisions)
     fired = tuple(dict.fromkeys(d.rule for d in decisions))
-    return Step(event, state, applied.state, fired, applied.changes, applied.scheduled, rules.version)
+    return Step(
+        event, state, applied.state, fired, applied.changes, applied.scheduled, rules.version
+    )

@@ -50,7 +50,11 @@ class Rules:
     def decide(self, event: BehaviorEvent, state: ContactState) -> list[Decision]:
         """Every action of every rule that fires, in file order, before the guardrails."""
         rules = self.by_name
-        return [Decision(name, action) for name in self.fired(event, state) for action in rules[name].then]
+        return [
+            Decision(name, action)
+            for name in self.fired(event, state)
+            for action in rules[name].then
+        ]
 
 
 # durable-rules never gives back the memory of a ruleset, so one evaluator per rules version per
@@ -87,5 +91,7 @@ def load(path: str | Path) -> Rules:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError([Problem(str(path), 1, "error", f"cannot read rules file: {exc}")]) from None
+        raise RulesError(
+            [Problem(str(path), 1, "error", f"cannot read rules file: {exc}")]
+        ) from None
     return from_text(text, str(path))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model import BehaviorEvent, ContactState, Vocabulary
-from engine.rules.schema import All, AnyOf, Condition, Not, RuleSet, Test
+from engine.rules.schema import All, Condition, Not, RuleSet, Test
 
 _NEGATE_CMP = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
 _CMP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
@@ -94,7 +94,9 @@ class _Compiler:
         if op == "exists":
             return {("$nex" if value == negate else "$ex"): {path: 1}}
         if op in _STAGE_CMP:
-            return self.compare(_STAGE_CMP[op], "contact.stage_rank", self.vocab.rank(value), negate)
+            return self.compare(
+                _STAGE_CMP[op], "contact.stage_rank", self.vocab.rank(value), negate
+            )
         if op in _CMP:
             return self.compare(_CMP[op], self.numeric_path(path), value, negate)
         values = value if op in ("in", "not") and isinstance(value, tuple) else (value,)
@@ -107,8 +109,10 @@ class _Compiler:
         return {"$and" if negate else "$or": parts}
 
     def equals(self, path: str, value: Any, negate: bool) -> dict[str, Any]:
-        if path.startswith("props.") and isinstance(value, int | float) and not isinstance(
-            value, bool
+        if (
+            path.startswith("props.")
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
         ):
             path = self.numeric_path(path)
         elif path.startswith("props."):
@@ -136,7 +140,10 @@ class _Compiler:
 
     def plan(self) -> FactPlan:
         return FactPlan(
-            tuple(self.props), tuple(self.numeric), tuple(self.counters), tuple(self.derived.values())
+            tuple(self.props),
+            tuple(self.numeric),
+            tuple(self.counters),
+            tuple(self.derived.values()),
         )
 
 

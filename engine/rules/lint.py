@@ -39,8 +39,8 @@ def _file_findings(ruleset: RuleSet) -> list[Problem]:
     if len(ruleset.vocab.statuses) > MAX_STATUSES:
         line = ruleset.lines.get("statuses", 1)
         message = (
-            f"{len(ruleset.vocab.statuses)} lead statuses: more than {MAX_STATUSES} makes the sales "
-            "view hard to use; consider merging some"
+            f"{len(ruleset.vocab.statuses)} lead statuses: more than {MAX_STATUSES} makes "
+            "the sales view hard to use; consider merging some"
         )
         return [Problem(ruleset.file, line, "warning", message)]
     return []
@@ -130,7 +130,8 @@ class _RuleLint:
     def contradiction(self, stages: set[str | None]) -> str | None:
         if not stages:
             return "its contact.stage conditions exclude every stage"
-        universe = {None, *STANDARD_EVENT_TYPES, *self.ruleset.events}
+        named = {v for t in _tests(self.rule.when) if t.path == "type" for v in _values(t)}
+        universe = {None, *STANDARD_EVENT_TYPES, *self.ruleset.events, *named}
         if not _domain(self.rule.when, "type", universe, _value_set(universe), open_ended=True):
             return "its event conditions exclude every event type"
         status_universe = {None, *self.vocab.statuses}
@@ -141,7 +142,9 @@ class _RuleLint:
         if all(self.vocab.rank(s) < sql_rank for s in stages):
             statuses &= {None}
         if not statuses:
-            return "it needs a lead status, which only contacts at or past sales_qualified_lead have"
+            return (
+                "it needs a lead status, which only contacts at or past sales_qualified_lead have"
+            )
         return _range_conflict(self.rule.when)
 
     # guardrail previews
@@ -195,6 +198,10 @@ def _tests(cond: Condition) -> Iterable[Test]:
     else:
         for item in cond.items:
             yield from _tests(item)
+
+
+def _values(test: Test) -> tuple:
+    return test.value if isinstance(test.value, tuple) else (test.value,)
 
 
 def _value_set(universe: set):

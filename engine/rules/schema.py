@@ -361,10 +361,10 @@ class _Parser:
             self.known(values, self.vocab.stages, "stage", line)
         if path == "contact.status" and op in ("eq", "in", "not"):
             self.known(values, self.vocab.statuses, "status", line)
-        if path.startswith("contact.counters.") and op in ("eq", "in", "not"):
-            if not all(_is_number(v) for v in values):
-                self.error(line, f"{path} is a number, got {arg!r}")
-                return []
+        counter = path.startswith("contact.counters.")
+        if counter and op in ("eq", "in", "not") and not all(_is_number(v) for v in values):
+            self.error(line, f"{path} is a number, got {arg!r}")
+            return []
         if path == "email" and op in ("eq", "in", "not"):
             lowered = tuple(v.strip().lower() if isinstance(v, str) else v for v in values)
             arg = lowered if isinstance(arg, tuple) else lowered[0]
@@ -430,7 +430,11 @@ class _Parser:
             if not isinstance(by, int) or isinstance(by, bool) or by == 0:
                 self.error(line, f"increment by: takes a non-zero whole number, got {by!r}")
                 return None
-            return Increment(arg.get("counter"), by) if self.counter(arg.get("counter"), line) else None
+            return (
+                Increment(arg.get("counter"), by)
+                if self.counter(arg.get("counter"), line)
+                else None
+            )
         return Increment(arg) if self.counter(arg, line) else None
 
     def schedule(self, arg: object, line: int) -> Action | None:

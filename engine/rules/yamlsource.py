@@ -64,7 +64,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 
 def load_yaml(text: str, filename: str) -> Any:
-    """Parse YAML text; a syntax error becomes a RulesError naming file and line, never a traceback."""
+    """Parse YAML; a syntax error becomes a RulesError naming file and line, never a traceback."""
     loader = _Loader(text)
     loader.filename = filename
     try:

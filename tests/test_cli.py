@@ -1,0 +1,94 @@
+"""`lifecycle check`: file:line messages, exit codes, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_check_passes_on_the_shipped_rules():
+    result = run("check", str(ROOT / "rules.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "scenario(s) passed, 0 failed" in result.output
+    assert "valid, version" in result.output
+
+
+def test_check_reports_a_yaml_syntax_error_with_its_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - name: a\n    when: {event: [form_submitted}\n    then: []\n")
+    result = run("check", str(bad))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"{bad}:3: error: YAML syntax:")
+
+
+def test_check_lists_every_error_and_warning(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "rules:\n"
+        "  - name: a\n"
+        "    when: {event: form_submited}\n"
+        "    then: {promote: leed}\n"
+        "  - name: b\n"
+        "    when: {event: deal_won}\n"
+        "    then: {set_status: connected}\n"
+    )
+    result = run("check", str(bad))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{bad}:4: error: [a] unknown stage 'leed' (did you mean 'lead'?)" in lines
+    assert lines[-1] == f"{bad}: 1 error(s), 0 warning(s): not valid"
+
+
+def test_warnings_alone_pass(tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("rules:\n  - {name: a, when: {event: form_submited}, then: {promote: lead}}\n")
+    result = run("check", str(ok))
+    assert result.exit_code == 0, result.output
+    assert f"{ok}:2: warning: [a] event type 'form_submited'" in result.output
+    assert "did you mean 'form_submitted'" in result.output
+
+
+def test_a_failing_scenario_fails_the_check(tmp_path):
+    rules = tmp_path / "r.yaml"
+    rules.write_text("rules:\n  - {name: a, when: {event: deal_won}, then: {promote: customer}}\n")
+    (tmp_path / "r.test.yaml").write_text(
+        "scenarios:\n"
+        "  - name: won\n"
+        "    events:\n"
+        "      - event: deal_won\n"
+        "    expect: {stage: evangelist}\n"
+    )
+    result = run("check", str(rules))
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path / 'r.test.yaml'}:5: error: [won] expected stage 'evangelist', got 'customer'"
+        in result.output
+    )
+
+
+def test_a_malformed_scenario_file_names_its_line(tmp_path):
+    rules = tmp_path / "r.yaml"
+    rules.write_text("rules:\n  - {name: a, when: {event: deal_won}, then: {promote: customer}}\n")
+    (tmp_path / "r.test.yaml").write_text(
+        "scenarios:\n  - name: won\n    events:\n      - {event: deal_won, after: soon}\n"
+    )
+    result = run("check", str(rules))
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'r.test.yaml'}:4: error: [won] after:/wait: take a duration" in result.output
+
+
+def test_check_of_a_missing_file(tmp_path):
+    result = run("check", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 1
+    assert "nope.yaml:1: error: cannot read rules file" in result.output
