@@ -15,9 +15,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Until the web service and workers land (issue 3), `make run` shows the rules at work on the
+# example events, in memory.
 run: $(STAMP)
 	$(BIN)/lifecycle check rules.yaml
-	$(BIN)/lifecycle serve
+	$(BIN)/lifecycle simulate examples/events.jsonl
 
 test: $(STAMP)
 	$(BIN)/ruff check .

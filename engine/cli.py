@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from engine.errors import RulesError
-from engine.rules import Rules, check_text, from_text
+from engine import timeline
+from engine.errors import InvalidEvent, RulesError
+from engine.model import BehaviorEvent, ContactState
+from engine.process import ContactReplay
+from engine.rules import Rules, check_text, from_text, load
 from engine.rules.scenarios import run_file, scenario_file_for
 
-DEFAULT_RULES = "rules.yaml"
+DEFAULT_RULES = os.environ.get("RULES_FILE", "rules.yaml")
 
 
 @click.group()
@@ -72,6 +77,60 @@ def _run_scenarios(rules: Rules, path: Path, explicit: bool) -> bool:
     failed = sum(not r.passed for r in results)
     click.echo(f"{path}: {len(results) - failed} scenario(s) passed, {failed} failed")
     return failed == 0
+
+
+@main.command()
+@click.argument("events", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--rules",
+    "rules_path",
+    default=DEFAULT_RULES,
+    type=click.Path(dir_okay=False),
+    show_default=True,
+    help="Rules file to run the events through.",
+)
+def simulate(events, rules_path: str) -> None:
+    """Run EVENTS.jsonl (one normalized event per line) through the rules, in memory.
+
+    No Redis needed. Prints each contact's timeline: every event, the rules that fired and what
+    the guardrails made of them. Scheduled events fire when they are due.
+    """
+    try:
+        rules = load(rules_path)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    parsed, bad = _read_events(events)
+    replays: dict[str, ContactReplay] = {}
+    unique = {event.id: event for event in reversed(parsed)}  # an event id applies once
+    for event in sorted(unique.values(), key=lambda e: e.occurred_at):
+        replay = replays.setdefault(event.email, ContactReplay(rules, ContactState(event.email)))
+        replay.process(event)
+    for replay in replays.values():
+        entries = [timeline.entry(step, step.event.occurred_at) for step in replay.steps]
+        click.echo(timeline.render(replay.state, entries))
+    duplicates = len(parsed) - len(unique)
+    click.echo(
+        f"{len(unique)} event(s), {duplicates} duplicate(s), {len(replays)} contact(s), "
+        f"{bad} line(s) refused; rules version {rules.version}"
+    )
+    if bad:
+        sys.exit(1)
+
+
+def _read_events(stream) -> tuple[list[BehaviorEvent], int]:
+    parsed, bad = [], 0
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(BehaviorEvent.from_dict(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            click.echo(f"{stream.name}:{number}: error: not JSON: {exc.msg}", err=True)
+            bad += 1
+        except InvalidEvent as exc:
+            click.echo(f"{stream.name}:{number}: error: {exc.detail}", err=True)
+            bad += 1
+    return parsed, bad
 
 
 if __name__ == "__main__":

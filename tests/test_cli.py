@@ -85,10 +85,41 @@ def test_a_malformed_scenario_file_names_its_line(tmp_path):
     )
     result = run("check", str(rules))
     assert result.exit_code == 1
-    assert f"{tmp_path / 'r.test.yaml'}:4: error: [won] after:/wait: take a duration" in result.output
+    assert (
+        f"{tmp_path / 'r.test.yaml'}:4: error: [won] after:/wait: take a duration" in result.output
+    )
 
 
 def test_check_of_a_missing_file(tmp_path):
     result = run("check", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 1
     assert "nope.yaml:1: error: cannot read rules file" in result.output
+
+
+def test_simulate_prints_each_contacts_timeline():
+    result = run(
+        "simulate", str(ROOT / "examples" / "events.jsonl"), "--rules", str(ROOT / "rules.yaml")
+    )
+    assert result.exit_code == 0, result.output
+    assert "ann@example.com: stage customer, status open_deal" in result.output
+    assert "meeting-booked-makes-sql: status - -> new applied" in result.output
+    assert "9 event(s), 0 duplicate(s), 2 contact(s), 0 line(s) refused" in result.output
+
+
+def test_simulate_applies_an_event_id_once_and_names_bad_lines(tmp_path):
+    events = tmp_path / "events.jsonl"
+    good = (
+        '{"id": "a", "type": "deal_won", "email": "x@example.com", '
+        '"occurred_at": "2026-11-26T10:00:00Z"}'
+    )
+    events.write_text(
+        f"{good}\n{good}\nnot json\n"
+        '{"id": "b", "type": "deal_won", "occurred_at": "2026-11-26T10:00:00Z"}\n'
+    )
+    result = CliRunner().invoke(
+        main, ["simulate", str(events), "--rules", str(ROOT / "rules.yaml")]
+    )
+    assert result.exit_code == 1
+    assert f"{events}:3: error: not JSON" in result.output
+    assert f"{events}:4: error: event is missing email" in result.output
+    assert "1 event(s), 1 duplicate(s), 1 contact(s), 2 line(s) refused" in result.output

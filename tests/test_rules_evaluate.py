@@ -53,8 +53,9 @@ def test_every_matching_rule_fires_not_only_the_first():
 
 def test_fired_rules_come_in_file_order_whatever_their_names():
     names = ["zeta", "alpha", "mid", "beta"]
-    body = "\n".join(f"  - {{name: {n}, when: {{event: deal_won}}, then: {{increment: c}}}}"
-                     for n in names)
+    body = "\n".join(
+        f"  - {{name: {n}, when: {{event: deal_won}}, then: {{increment: c}}}}" for n in names
+    )
     rules = from_text(f"rules:\n{body}\n")
     assert rules.fired(ev("deal_won"), contact()) == names
 
@@ -117,7 +118,10 @@ def test_numbers_in_form_answers_compare_as_numbers():
           - {name: big, when: {fields.budget: {gte: 10000}}, then: {increment: x}}
           - {name: seats, when: {fields.seats: 25}, then: {increment: y}}
     """)
-    assert rules.fired(ev(fields={"budget": "12,500", "seats": "25"}), contact()) == ["big", "seats"]
+    assert rules.fired(ev(fields={"budget": "12,500", "seats": "25"}), contact()) == [
+        "big",
+        "seats",
+    ]
     assert rules.fired(ev(fields={"budget": "lots"}), contact()) == []
     assert rules.fired(ev(fields={"budget": 9999.5}), contact()) == []
 
@@ -186,6 +190,8 @@ def test_the_same_event_evaluated_twice_fires_the_same_rules():
 
 FORMS = ["demo", "pricing", "newsletter", "Demo"]
 TYPES = ["form_submitted", "page_viewed", "call_logged", "email_replied"]
+
+
 def one(ops: list[str], values) -> st.SearchStrategy[dict]:
     """A matcher mapping {op: value} with op drawn from ops."""
     return st.builds(lambda op, value: {op: value}, st.sampled_from(ops), values)
@@ -206,8 +212,10 @@ leaf_conditions = st.one_of(
     key("form", one(["matches"], st.sampled_from([r"^d", r"\w+ing$", "o"]))),
     key("n", one(["gt", "gte", "lt", "lte"], st.integers(-2, 12)) | st.integers(0, 5)),
     key("contact.stage", st.sampled_from(DEFAULT_STAGES)),
-    key("contact.stage", one(["before", "after", "at_least", "at_most", "not"],
-                             st.sampled_from(DEFAULT_STAGES))),
+    key(
+        "contact.stage",
+        one(["before", "after", "at_least", "at_most", "not"], st.sampled_from(DEFAULT_STAGES)),
+    ),
     key("contact.stage", one(["exists"], st.booleans())),
     key("contact.status", st.sampled_from(DEFAULT_STATUSES) | some_statuses),
     key("contact.status", one(["not"], st.sampled_from(DEFAULT_STATUSES) | some_statuses)),
@@ -231,7 +239,8 @@ conditions = st.recursive(
     st.lists(leaf_conditions, min_size=0, max_size=3).map(_merge),
     lambda inner: st.one_of(
         st.tuples(inner, st.lists(inner.filter(bool), min_size=1, max_size=3)).map(
-            lambda t: {**t[0], "any": t[1]}),
+            lambda t: {**t[0], "any": t[1]}
+        ),
         st.tuples(inner, inner.filter(bool)).map(lambda t: {**t[0], "not": t[1]}),
     ),
     max_leaves=6,
@@ -239,12 +248,17 @@ conditions = st.recursive(
 events = st.builds(
     lambda type, props: BehaviorEvent("e", type, "ann@example.com", T0, "standard", props),
     st.sampled_from(TYPES),
-    st.fixed_dictionaries({}, optional={
-        "form": st.sampled_from([*FORMS, "webinar-signing", ""]) | st.integers(0, 2),
-        "n": st.integers(-3, 14) | st.sampled_from(["3", "7.5", "x", " 10 "]) | st.just(None),
-        "fields": st.fixed_dictionaries({}, optional={"size": st.sampled_from(["S", "M", "L"])}),
-        "tags": st.lists(st.sampled_from(["a", "b", "A"]), max_size=3),
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "form": st.sampled_from([*FORMS, "webinar-signing", ""]) | st.integers(0, 2),
+            "n": st.integers(-3, 14) | st.sampled_from(["3", "7.5", "x", " 10 "]) | st.just(None),
+            "fields": st.fixed_dictionaries(
+                {}, optional={"size": st.sampled_from(["S", "M", "L"])}
+            ),
+            "tags": st.lists(st.sampled_from(["a", "b", "A"]), max_size=3),
+        },
+    ),
 )
 states = st.builds(
     lambda stage, status, c: ContactState("ann@example.com", stage, status, c),
@@ -255,13 +269,21 @@ states = st.builds(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(conditions, min_size=1, max_size=8), st.lists(st.tuples(events, states),
-                                                               min_size=1, max_size=15))
+@given(
+    st.lists(conditions, min_size=1, max_size=8),
+    st.lists(st.tuples(events, states), min_size=1, max_size=15),
+)
 def test_compiled_rules_fire_exactly_what_the_oracle_says(whens, cases):
-    doc = {"rules": [{"name": f"r{i}", "when": when, "then": {"increment": "c"}}
-                     for i, when in enumerate(whens)]}
+    doc = {
+        "rules": [
+            {"name": f"r{i}", "when": when, "then": {"increment": "c"}}
+            for i, when in enumerate(whens)
+        ]
+    }
     ruleset = parse(yaml.safe_dump(doc, sort_keys=False))
     rules = Rules(ruleset, compile_rules(ruleset))
     for event, state in cases:
         assert rules.fired(event, state) == rules_oracle.fired(ruleset, event, state), (
-            event, state)
+            event,
+            state,
+        )

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidEvent, Problem, RulesError
-from engine.model import BehaviorEvent, ContactState, ScheduledEvent, parse_time
-from engine.process import Step, step
+from engine.model import BehaviorEvent, ContactState, parse_time
+from engine.process import ContactReplay, Step
 from engine.rules import Rules
 from engine.rules.schema import parse_duration
 from engine.rules.yamlsource import Located, LocatedList, load_yaml
@@ -60,36 +60,6 @@ class ScenarioResult:
         return not self.failures
 
 
-class _Contact:
-    """One scenario's contact: its state, its clock and the scheduled events waiting to fire."""
-
-    def __init__(self, rules: Rules, state: ContactState, now: datetime):
-        self.rules, self.state, self.now = rules, state, now
-        self.pending: list[ScheduledEvent] = []
-        self.last: Step | None = None
-
-    def process(self, event: BehaviorEvent) -> Step:
-        self.fire_due(event.occurred_at)
-        result = step(self.rules, self.state, event)
-        self.state = result.after
-        self.pending.extend(result.scheduled)
-        self.last = result
-        return result
-
-    def fire_due(self, until: datetime) -> None:
-        while True:
-            due = sorted((s for s in self.pending if s.due_at <= until), key=lambda s: s.due_at)
-            if not due:
-                return
-            self.pending.remove(due[0])
-            self.process_scheduled(due[0])
-
-    def process_scheduled(self, scheduled: ScheduledEvent) -> None:
-        result = step(self.rules, self.state, scheduled.event)
-        self.state = result.after
-        self.pending.extend(result.scheduled)
-
-
 def run_file(rules: Rules, path: str | Path) -> list[ScenarioResult]:
     path = Path(path)
     return run_text(rules, path.read_text(encoding="utf-8"), str(path))
@@ -108,6 +78,14 @@ def run_text(rules: Rules, text: str, filename: str) -> list[ScenarioResult]:
     if runner.problems:
         raise RulesError(runner.problems)
     return results
+
+
+@dataclass
+class _Scenario:
+    replay: ContactReplay
+    now: datetime
+    last: Step | None = None
+    """The step of the last listed event (None after a wait)."""
 
 
 class _Runner:
@@ -135,7 +113,7 @@ class _Runner:
             self.expect(contact, raw["expect"], raw.line_of("expect"), result)
         return result
 
-    def start(self, raw: Located, name: str) -> _Contact | None:
+    def start(self, raw: Located, name: str) -> _Scenario | None:
         try:
             now = parse_time(raw.get("at", DEFAULT_START), "at")
             start = raw.get("start") or {}
@@ -146,9 +124,11 @@ class _Runner:
         if state.stage is not None and state.stage not in self.rules.vocab.stages:
             self.bad(raw.line_of("start"), f"unknown start stage {state.stage!r}", name)
             return None
-        return _Contact(self.rules, state, now)
+        return _Scenario(ContactReplay(self.rules, state), now)
 
-    def entry(self, contact: _Contact, raw: object, line: int, i: int, res: ScenarioResult) -> bool:
+    def entry(
+        self, contact: _Scenario, raw: object, line: int, i: int, res: ScenarioResult
+    ) -> bool:
         if not isinstance(raw, Located) or ("event" in raw) == ("wait" in raw):
             self.bad(line, "each entry is `- event: <type>` or `- wait: <duration>`", res.name)
             return False
@@ -158,7 +138,7 @@ class _Runner:
             return False
         contact.now += gap
         if "wait" in raw:
-            contact.fire_due(contact.now)
+            contact.replay.fire_due(contact.now)
             contact.last = None
         elif not self.event(contact, raw, line, i, res):
             return False
@@ -167,7 +147,7 @@ class _Runner:
         return True
 
     def event(
-        self, contact: _Contact, raw: Located, line: int, i: int, res: ScenarioResult
+        self, contact: _Scenario, raw: Located, line: int, i: int, res: ScenarioResult
     ) -> bool:
         try:
             event = BehaviorEvent(
@@ -181,11 +161,11 @@ class _Runner:
         except InvalidEvent as exc:
             self.bad(line, f"bad event: {exc.detail}", res.name)
             return False
-        contact.process(event)
+        contact.last = contact.replay.process(event)
         res.events += 1
         return True
 
-    def expect(self, contact: _Contact, raw: object, line: int, res: ScenarioResult) -> None:
+    def expect(self, contact: _Scenario, raw: object, line: int, res: ScenarioResult) -> None:
         if not isinstance(raw, Located) or set(raw) - set(EXPECT_KEYS):
             self.bad(line, f"expect: takes {', '.join(EXPECT_KEYS)}", res.name)
             return
@@ -203,8 +183,8 @@ def _gap(spec: object, first: bool) -> timedelta | None:
     return parse_duration(spec)
 
 
-def _mismatches(contact: _Contact, expect: dict[str, Any]) -> list[str]:
-    state, out = contact.state, []
+def _mismatches(contact: _Scenario, expect: dict[str, Any]) -> list[str]:
+    state, out = contact.replay.state, []
     for key in ("stage", "status"):
         if key in expect and expect[key] != getattr(state, key):
             out.append(f"expected {key} {expect[key]!r}, got {getattr(state, key)!r}")
