@@ -12,12 +12,16 @@ The analysis over-approximates what a rule can match, so an error is always a re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from engine.errors import Problem
-from engine.model import STANDARD_EVENT_TYPES, STATUS_STAGE, Increment, Promote, Reset, SetStatus
+from engine.model import STANDARD_EVENT_TYPES, STATUS_STAGE, Increment, Promote, SetStatus
 from engine.rules.schema import All, AnyOf, Condition, Not, Rule, RuleSet, Test, did_you_mean
 
 MAX_STATUSES = 8
+_STAGE_BOUNDS = ("before", "after", "at_least", "at_most")
+_EXACT_OPS = ("eq", "in", "not", "exists", *_STAGE_BOUNDS)
+"""Matchers whose complement is known exactly (so `not:` of them narrows what can match)."""
 _NONE = None
 
 
@@ -47,7 +51,7 @@ def _file_findings(ruleset: RuleSet) -> list[Problem]:
 
 
 def _counted(rules: Iterable[Rule]) -> set[str]:
-    return {a.counter for r in rules for a in r.then if isinstance(a, Increment | Reset)}
+    return {a.counter for r in rules for a in r.then if isinstance(a, Increment)}
 
 
 class _RuleLint:
@@ -98,9 +102,21 @@ class _RuleLint:
 
     # reachability
 
-    def possible_stages(self) -> set[str | None]:
+    def stage_conditions(self) -> set[str | None]:
         universe: set[str | None] = {_NONE, *self.vocab.stages}
         return _domain(self.rule.when, "contact.stage", universe, self.stage_set)
+
+    def possible_stages(self) -> set[str | None]:
+        """Stages a contact can be at when this rule fires (a status needs SQL or later)."""
+        stages = self.stage_conditions()
+        if None not in self.possible_statuses():
+            sql = self.vocab.rank(STATUS_STAGE)
+            stages = {s for s in stages if self.vocab.rank(s) >= sql}
+        return stages
+
+    def possible_statuses(self) -> set[str | None]:
+        universe = {None, *self.vocab.statuses}
+        return _domain(self.rule.when, "contact.status", universe, _value_set(universe))
 
     def stage_set(self, test: Test) -> set[str | None]:
         stages = self.vocab.stages
@@ -110,15 +126,15 @@ class _RuleLint:
             return named if test.op != "not" else {_NONE, *stages} - named
         if test.op == "exists":
             return set(stages) if test.value else {_NONE}
+        if test.op not in _STAGE_BOUNDS:
+            return {_NONE, *stages}
         bound = rank(test.value)
         keep = {
             "before": lambda r: r < bound,
             "after": lambda r: r > bound,
             "at_least": lambda r: r >= bound,
             "at_most": lambda r: r <= bound,
-        }.get(test.op)
-        if keep is None:
-            return {_NONE, *stages}
+        }[test.op]
         return {s for s in (_NONE, *stages) if keep(rank(s))}
 
     def can_fire(self, stages: set[str | None]) -> bool:
@@ -128,23 +144,18 @@ class _RuleLint:
         return why is None
 
     def contradiction(self, stages: set[str | None]) -> str | None:
-        if not stages:
+        if not self.stage_conditions():
             return "its contact.stage conditions exclude every stage"
+        if not self.possible_statuses():
+            return "its contact.status conditions exclude every status"
+        if not stages:
+            return (
+                "it needs a lead status, which only contacts at or past sales_qualified_lead have"
+            )
         named = {v for t in _tests(self.rule.when) if t.path == "type" for v in _values(t)}
         universe = {None, *STANDARD_EVENT_TYPES, *self.ruleset.events, *named}
         if not _domain(self.rule.when, "type", universe, _value_set(universe), open_ended=True):
             return "its event conditions exclude every event type"
-        status_universe = {None, *self.vocab.statuses}
-        statuses = _domain(
-            self.rule.when, "contact.status", status_universe, _value_set(status_universe)
-        )
-        sql_rank = self.vocab.rank(STATUS_STAGE)
-        if all(self.vocab.rank(s) < sql_rank for s in stages):
-            statuses &= {None}
-        if not statuses:
-            return (
-                "it needs a lead status, which only contacts at or past sales_qualified_lead have"
-            )
         return _range_conflict(self.rule.when)
 
     # guardrail previews
@@ -241,44 +252,48 @@ def _domain(cond: Condition, path: str, universe: set, leaf, open_ended: bool = 
             result |= _domain(item, path, universe, leaf, open_ended)
         return result
     inner = cond.item
-    only_this_path = all(t.path == path for t in _tests(inner))
-    if only_this_path and isinstance(inner, All) and len(inner.items) == 1:
+    exact = all(t.path == path and t.op in _EXACT_OPS for t in _tests(inner))
+    if exact and isinstance(inner, All) and len(inner.items) == 1:
         return everything - _domain(inner.items[0], path, universe, leaf, open_ended)
     return everything
 
 
+def _top_level_leaves(when: All) -> Iterable[Test]:
+    """The rule's top-level tests; `not: {x: {exists: b}}` reads as `x: {exists: not b}`."""
+    for item in when.items:
+        if isinstance(item, Test):
+            yield item
+        elif isinstance(item, Not) and isinstance(item.item, All) and len(item.item.items) == 1:
+            (inner,) = item.item.items
+            if isinstance(inner, Test) and inner.op == "exists":
+                yield replace(inner, value=not inner.value)
+
+
 def _range_conflict(when: All) -> str | None:
-    """Contradictions among the top-level conditions on one numeric or property path."""
+    """Contradictions among the top-level conditions on one number or property."""
     low: dict[str, tuple[float, bool]] = {}
     high: dict[str, tuple[float, bool]] = {}
-    equal: dict[str, object] = {}
-    absent: set[str] = set()
-    present: set[str] = set()
-    for test in (t for t in when.items if isinstance(t, Test)):
+    absent: dict[str, str] = {}
+    present: dict[str, str] = {}
+    for test in _top_level_leaves(when):
         path, op, value = test.path, test.op, test.value
         if op == "exists":
-            (present if value else absent).add(path)
-        elif op in ("gt", "gte"):
-            present.add(path)
+            (present if value else absent)[path] = test.label
+            continue
+        if op not in ("not",):
+            present[path] = test.label
+        if op in ("gt", "gte"):
             # (value, strict): for a lower bound the larger value, then the strict one, binds
             low[path] = max(low.get(path, (float("-inf"), False)), (value, op == "gt"))
         elif op in ("lt", "lte"):
-            present.add(path)
             bound = high.get(path, (float("inf"), False))
             if value < bound[0] or (value == bound[0] and op == "lt"):
                 high[path] = (value, op == "lt")
-        elif op == "eq" and path not in ("contact.stage", "contact.status", "type"):
-            present.add(path)
-            if path in equal and equal[path] != value:
-                return f"{path} cannot equal both {equal[path]!r} and {value!r}"
-            equal[path] = value
-        elif op in ("in", "matches", "contains"):
-            present.add(path)
     for path in low.keys() & high.keys():
         (lo, lo_strict), (hi, hi_strict) = low[path], high[path]
         if lo > hi or (lo == hi and (lo_strict or hi_strict)):
-            return f"no number is both above {lo} and below {hi} for {path}"
-    both = absent & present - {p for p in present if p.startswith("contact.counters.")}
-    if both:
-        return f"{sorted(both)[0]} must both exist and be absent"
+            return f"no number is both above {lo} and below {hi} for {present[path]}"
+    for path in sorted(absent.keys() & present.keys()):
+        if not path.startswith("contact.counters."):
+            return f"{present[path]} must both exist and be absent"
     return None

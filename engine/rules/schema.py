@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +50,12 @@ class Test:
     op: str
     value: Any
     line: int
+    key: str = ""
+    """The key as the user wrote it (`event`, `form`...), for messages."""
+
+    @property
+    def label(self) -> str:
+        return self.key or self.path
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,8 @@ class _Parser:
             if key not in TOP_LEVEL:
                 hint = did_you_mean(key, TOP_LEVEL)
                 self.error(doc.line_of(key), f"unknown top-level key {key!r}{hint}")
-        if doc.get("version", 1) != 1:
+        version = doc.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version != 1:
             self.error(doc.line_of("version"), "only `version: 1` is understood")
         stages = self.names(doc, "stages", DEFAULT_STAGES)
         statuses = self.names(doc, "statuses", DEFAULT_STATUSES)
@@ -158,8 +165,9 @@ class _Parser:
                 doc.line_of("stages"),
                 f"stages must keep {STATUS_STAGE}: the lead status applies at that stage",
             )
-        else:
-            self.vocab = Vocabulary(stages, statuses)
+        # Names are checked against the user's own lists even when those are refused, so one
+        # mistake gives one error.
+        self.vocab = Vocabulary(stages, statuses)
         events = self.event_names(doc)
         crm = doc.get("crm") or {}
         if not isinstance(crm, dict):
@@ -194,15 +202,22 @@ class _Parser:
         raw = doc.get("events")
         if raw is None:
             return ()
-        if isinstance(raw, dict):
+        raw_lines: list[int] = []
+        if isinstance(raw, Located):
+            raw_lines = [raw.line_of(name) for name in raw]
             raw = list(raw)
         if not isinstance(raw, list):
             self.error(doc.line_of("events"), "events must list custom event type names")
             return ()
-        bad = [n for n in raw if not isinstance(n, str) or not _NAME.match(n)]
-        for name in bad:
-            self.error(doc.line_of("events"), f"events: {name!r} is not a snake_case name")
-        return tuple(n for n in raw if n not in bad)
+        lines = raw.item_lines if isinstance(raw, LocatedList) else raw_lines
+        good = []
+        for i, name in enumerate(raw):
+            if isinstance(name, str) and _NAME.match(name):
+                good.append(name)
+            else:
+                line = lines[i] if i < len(lines) else doc.line_of("events")
+                self.error(line, f"events: {name!r} is not a snake_case name")
+        return tuple(good)
 
     def rules(self, doc: Located) -> tuple[Rule, ...]:
         raw = doc.get("rules")
@@ -266,7 +281,7 @@ class _Parser:
             else:
                 path = self.path(key, line)
                 if path is not None:
-                    out.extend(self.matchers(path, value, line))
+                    out.extend(self.matchers(Test(path, "eq", value, line, key)))
         return out
 
     def any_of(self, value: object, line: int) -> Condition:
@@ -274,9 +289,10 @@ class _Parser:
             self.error(line, "any: takes a list of condition mappings (one must hold)")
             return AnyOf(())
         options = []
-        for item in value:
+        for i, item in enumerate(value):
             if not isinstance(item, Located) or not item:
-                self.error(line, "any: each entry is a mapping of conditions")
+                at = value.line_of(i) if isinstance(value, LocatedList) else line
+                self.error(at, "any: each entry is a mapping of conditions")
                 continue
             options.append(All(tuple(self.conditions(item))))
         return AnyOf(tuple(options))
@@ -301,24 +317,30 @@ class _Parser:
             return None
         return f"props.{key}"
 
-    def matchers(self, path: str, value: object, line: int) -> list[Test]:
+    def matchers(self, raw: Test) -> list[Test]:
+        """`raw` carries the YAML value of one condition key; it becomes one Test per matcher."""
+        value, line = raw.value, raw.line
         if isinstance(value, Located):
             if not value:
-                self.error(line, "an empty matcher mapping matches nothing")
+                self.error(line, f"{raw.label}: an empty matcher mapping matches nothing")
                 return []
-            tests = [self.matcher(path, op, arg, value.line_of(op)) for op, arg in value.items()]
+            tests = [
+                self.matcher(replace(raw, op=op, value=arg, line=value.line_of(op)))
+                for op, arg in value.items()
+            ]
             return [t for t in tests if t is not None]
         if isinstance(value, list):
-            return self.checked(path, Test(path, "in", tuple(value), line))
+            return self.checked(replace(raw, op="in", value=tuple(value)))
         if value is None:
-            return [Test(path, "exists", False, line)]
-        return self.checked(path, Test(path, "eq", value, line))
+            return [replace(raw, op="exists", value=False)]
+        return self.checked(raw)
 
-    def matcher(self, path: str, op: str, arg: object, line: int) -> Test | None:
+    def matcher(self, test: Test) -> Test | None:
+        op, arg, line = test.op, test.value, test.line
         if op not in MATCHER_OPS:
             self.error(line, f"unknown matcher {op!r}{did_you_mean(op, MATCHER_OPS)}")
             return None
-        if op in STAGE_OPS and path != "contact.stage":
+        if op in STAGE_OPS and test.path != "contact.stage":
             self.error(line, f"{op}: compares stages; it only applies to contact.stage")
             return None
         if op in ("in", "not") and isinstance(arg, list):
@@ -326,21 +348,21 @@ class _Parser:
         if op == "in" and not isinstance(arg, tuple):
             self.error(line, "in: takes a list of values")
             return None
-        checked = self.checked(path, Test(path, op, arg, line))
+        checked = self.checked(replace(test, value=arg))
         return checked[0] if checked else None
 
-    def checked(self, path: str, test: Test) -> list[Test]:
+    def checked(self, test: Test) -> list[Test]:
         """Type-check a leaf against what its path can hold; unknown stages/statuses are errors."""
-        op, arg, line = test.op, test.value, test.line
+        op, arg, line, path, label = test.op, test.value, test.line, test.path, test.label
         values = arg if isinstance(arg, tuple) else (arg,)
         if op in ("eq", "in", "not") and not all(_is_scalar(v) for v in values):
-            self.error(line, f"{path}: compare with text, numbers or true/false, got {arg!r}")
+            self.error(line, f"{label}: compare with text, numbers or true/false, got {arg!r}")
             return []
         if op in ("eq", "in", "not") and not values:
-            self.error(line, f"{path}: an empty list matches nothing")
+            self.error(line, f"{label}: an empty list matches nothing")
             return []
         if op in NUMBER_OPS and not path.startswith(("props.", "contact.counters.")):
-            self.error(line, f"{op}: compares numbers; {path} is not a number")
+            self.error(line, f"{op}: compares numbers; {label} is not a number")
             return []
         if op in NUMBER_OPS and not _is_number(arg):
             self.error(line, f"{op}: takes a number, got {arg!r}")
@@ -363,12 +385,12 @@ class _Parser:
             self.known(values, self.vocab.statuses, "status", line)
         counter = path.startswith("contact.counters.")
         if counter and op in ("eq", "in", "not") and not all(_is_number(v) for v in values):
-            self.error(line, f"{path} is a number, got {arg!r}")
+            self.error(line, f"{label} is a number, got {arg!r}")
             return []
         if path == "email" and op in ("eq", "in", "not"):
             lowered = tuple(v.strip().lower() if isinstance(v, str) else v for v in values)
             arg = lowered if isinstance(arg, tuple) else lowered[0]
-        return [Test(path, op, arg, line)]
+        return [replace(test, value=arg)]
 
     def known(self, values: tuple, names: tuple[str, ...], what: str, line: int) -> None:
         for value in values:
@@ -378,6 +400,8 @@ class _Parser:
     # actions
 
     def actions(self, raw: object, line: int) -> list[tuple[Action, int]]:
+        if raw is None:
+            return []  # a missing `then:` is reported once, by one_rule
         items = raw if isinstance(raw, list) else [raw]
         lines = [raw.line_of(i) for i in range(len(raw))] if isinstance(raw, LocatedList) else []
         out = []

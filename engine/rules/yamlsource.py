@@ -63,6 +63,9 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+_UNCLOSED = ("while parsing a flow", "while scanning a quoted scalar")
+
+
 def load_yaml(text: str, filename: str) -> Any:
     """Parse YAML; a syntax error becomes a RulesError naming file and line, never a traceback."""
     loader = _Loader(text)
@@ -73,6 +76,11 @@ def load_yaml(text: str, filename: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        opened = exc.context_mark
+        if opened and exc.context and exc.context.startswith(_UNCLOSED) and opened.line + 1 < line:
+            # An unclosed [ { or quote: PyYAML notices lines later; send the user to the opening.
+            what = f"{what} (opened here, still open at line {line})"
+            line = opened.line + 1
         raise RulesError([Problem(filename, line, "error", f"YAML syntax: {what}")]) from None
     except yaml.YAMLError as exc:
         raise RulesError([Problem(filename, 1, "error", f"YAML: {exc}")]) from None
