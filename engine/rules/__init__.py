@@ -83,7 +83,13 @@ def from_text(text: str, filename: str = "rules.yaml") -> Rules:
     errors = [p for p in problems if p.severity == "error"]
     if ruleset is None or errors:
         raise RulesError(errors or problems)
-    return Rules(ruleset, compile_rules(ruleset), problems)
+    compiled = compile_rules(ruleset)
+    try:
+        evaluator = _evaluator_for(compiled, ruleset.vocab)
+    except Exception as exc:  # the C engine's own error type; lint should have caught it first
+        problem = Problem(filename, 1, "error", f"the rules engine refused these rules: {exc}")
+        raise RulesError([problem]) from None
+    return Rules(ruleset, compiled, problems, evaluator)
 
 
 def load(path: str | Path) -> Rules:

@@ -20,12 +20,12 @@ No durable_rules import here: the output is plain data.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.model import BehaviorEvent, ContactState, Vocabulary
-from engine.rules.schema import All, Condition, Not, RuleSet, Test
+from engine.rules.schema import All, Condition, Not, Rule, RuleSet, Test
 
 _NEGATE_CMP = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
 _CMP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
@@ -147,6 +147,23 @@ class _Compiler:
         )
 
 
+MAX_CONDITION_SIZE = 32
+"""durable-rules refuses a rule whose nested and/or expression is too long (its
+MAX_SEQUENCE_EXPRESSIONS, error 113 at create_ruleset: measured to fail from ~40 nodes)."""
+
+
+def condition_size(ruleset: RuleSet, rule: Rule) -> int:
+    """Operators and comparisons in the compiled condition of `rule`."""
+    return _size(_Compiler(ruleset.vocab).condition(rule.when))
+
+
+def _size(expr: dict[str, Any]) -> int:
+    ((op, value),) = expr.items()
+    if op in ("$and", "$or"):
+        return 1 + sum(_size(item) for item in value)
+    return 1
+
+
 def compile_rules(ruleset: RuleSet) -> Compiled:
     """Every rule becomes one durable rule keyed by its name, salience = file position."""
     compiler = _Compiler(ruleset.vocab)
@@ -169,59 +186,101 @@ def compile_rules(ruleset: RuleSet) -> Compiled:
 
 def value_at(event: BehaviorEvent, state: ContactState, path: str) -> Any:
     """The value a rule path reads; None when absent."""
+    return _reader(path)(event, state)
+
+
+def _reader(path: str) -> Callable[[BehaviorEvent, ContactState], Any]:
+    """A function reading `path`, with the path's parsing done once, not per event."""
     if path == "type":
-        return event.type
+        return lambda event, state: event.type
     if path in ("source", "email"):
-        return getattr(event, path)
+        return lambda event, state: getattr(event, path)
     if path == "contact.stage":
-        return state.stage
+        return lambda event, state: state.stage
     if path == "contact.status":
-        return state.status
+        return lambda event, state: state.status
     if path.startswith("contact.counters."):
-        return state.counters.get(path.removeprefix("contact.counters."), 0)
-    node: Any = event.properties
-    for part in path.removeprefix("props.").split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+        counter = path.removeprefix("contact.counters.")
+        return lambda event, state: state.counters.get(counter, 0)
+    parts = tuple(path.removeprefix("props.").split("."))
+
+    def read(event: BehaviorEvent, state: ContactState) -> Any:
+        node: Any = event.properties
+        for part in parts:
+            if not isinstance(node, dict) and not isinstance(node, Mapping):
+                return None
+            node = node.get(part)
+            if node is None:
+                return None
+        return node
+
+    return read
+
+
+class FactBuilder:
+    """Builds the one fact asserted per evaluation, carrying only what the compiled rules read.
+
+    Each path the rules read is resolved once per event, however many rules read it.
+    """
+
+    def __init__(self, compiled: Compiled, vocab: Vocabulary):
+        plan = compiled.plan
+        self.vocab = vocab
+        self.counters = plan.counters
+        paths = dict.fromkeys(
+            [*(f"props.{p}" for p in plan.props), *(f"props.{p}" for p in plan.numeric)]
+            + [d.path for d in plan.derived]
+        )
+        self.reads = []
+        for path in paths:
+            as_prop = path.startswith("props.") and path.removeprefix("props.") in plan.props
+            as_number = path.startswith("props.") and path.removeprefix("props.") in plan.numeric
+            tests = tuple((d.key, _predicate(d)) for d in plan.derived if d.path == path)
+            prop_at = tuple(path.split(".")) if as_prop else None
+            num_at = ("num", *path.removeprefix("props.").split(".")) if as_number else None
+            self.reads.append((_reader(path), prop_at, num_at, tests))
+
+    def __call__(self, event: BehaviorEvent, state: ContactState, fact_id: str) -> dict[str, Any]:
+        contact: dict[str, Any] = {
+            "stage_rank": self.vocab.rank(state.stage),
+            "counters": {name: state.counters.get(name, 0) for name in self.counters},
+        }
+        if state.stage is not None:
+            contact["stage"] = state.stage
+        if state.status is not None:
+            contact["status"] = state.status
+        derived: dict[str, bool] = {}
+        fact: dict[str, Any] = {
+            "sid": "0",
+            "id": fact_id,
+            "type": event.type,
+            "source": event.source,
+            "email": event.email,
+            "contact": contact,
+            "d": derived,
+        }
+        for read, prop_at, num_at, tests in self.reads:
+            value = read(event, state)
+            if prop_at and value is not None and isinstance(value, str | int | float | bool):
+                _put(fact, prop_at, value)
+            if num_at and value is not None:
+                number = _as_number(value)
+                if number is not None:
+                    _put(fact, num_at, number)
+            for key, test in tests:
+                derived[key] = test(value)
+        return fact
 
 
 def build_fact(
     compiled: Compiled, vocab: Vocabulary, event: BehaviorEvent, state: ContactState, fact_id: str
 ) -> dict[str, Any]:
-    """The one fact asserted per evaluation: only what the compiled rules read."""
-    plan = compiled.plan
-    contact: dict[str, Any] = {
-        "stage_rank": vocab.rank(state.stage),
-        "counters": {name: state.counters.get(name, 0) for name in plan.counters},
-    }
-    if state.stage is not None:
-        contact["stage"] = state.stage
-    if state.status is not None:
-        contact["status"] = state.status
-    fact: dict[str, Any] = {
-        "sid": "0",
-        "id": fact_id,
-        "type": event.type,
-        "source": event.source,
-        "email": event.email,
-        "contact": contact,
-    }
-    for path in plan.props:
-        value = value_at(event, state, f"props.{path}")
-        if isinstance(value, str | int | float | bool):
-            _put(fact, f"props.{path}", value)
-    for path in plan.numeric:
-        number = _as_number(value_at(event, state, f"props.{path}"))
-        if number is not None:
-            _put(fact, f"num.{path}", number)
-    fact["d"] = {d.key: _derive(d, value_at(event, state, d.path)) for d in plan.derived}
-    return fact
+    """One fact, built without keeping a FactBuilder (tests, benchmarks' baselines)."""
+    return FactBuilder(compiled, vocab)(event, state, fact_id)
 
 
-def _put(fact: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
+def _put(fact: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    *parents, leaf = path
     node = fact
     for part in parents:
         node = node.setdefault(part, {})
@@ -242,25 +301,23 @@ def _as_number(value: Any) -> float | int | None:
     return None
 
 
-def _derive(derived: Derived, value: Any) -> bool:
+def _predicate(derived: Derived) -> Callable[[Any], bool]:
+    """The Python side of a derived condition, compiled once."""
     if derived.op == "exists":
-        return (value is not None) == derived.arg
+        wanted = derived.arg
+        return lambda value: (value is not None) == wanted
     if derived.op == "contains":
-        if isinstance(value, str):
-            return derived.arg.lower() in value.lower()
-        if isinstance(value, list):
-            return any(str(item).lower() == derived.arg.lower() for item in value)
-        return False
+        needle = derived.arg.lower()
+
+        def contains(value: Any) -> bool:
+            if isinstance(value, str):
+                return needle in value.lower()
+            if isinstance(value, list):
+                return any(str(item).lower() == needle for item in value)
+            return False
+
+        return contains
     if derived.op == "matches":
-        return isinstance(value, str) and _regex(derived.arg).search(value) is not None
+        search = re.compile(derived.arg).search
+        return lambda value: isinstance(value, str) and search(value) is not None
     raise ValueError(f"unknown derived op {derived.op}")
-
-
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
-
-
-def _regex(pattern: str) -> re.Pattern[str]:
-    compiled = _REGEX_CACHE.get(pattern)
-    if compiled is None:
-        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
-    return compiled

@@ -16,7 +16,7 @@ import threading
 import durable_rules_engine as _engine
 
 from engine.model import BehaviorEvent, ContactState, Vocabulary
-from engine.rules.compile import Compiled, build_fact
+from engine.rules.compile import Compiled, FactBuilder
 
 _HANDLED, _NOT_HANDLED = 0, 1
 
@@ -29,6 +29,7 @@ class Evaluator:
         self.vocab = vocab
         self._order = {name: i for i, name in enumerate(compiled.rule_names)}
         self._ids = itertools.count()
+        self._build = FactBuilder(compiled, vocab)
         self._lock = threading.Lock()
         self._handle = _engine.create_ruleset(
             compiled.name, json.dumps(compiled.definition[compiled.name])
@@ -37,7 +38,7 @@ class Evaluator:
     def fired(self, event: BehaviorEvent, state: ContactState) -> list[str]:
         """Names of every rule whose conditions hold, in rules-file order."""
         with self._lock:
-            fact = build_fact(self.compiled, self.vocab, event, state, f"f{next(self._ids)}")
+            fact = self._build(event, state, f"f{next(self._ids)}")
             text = json.dumps(fact)
             code, state_offset = _engine.assert_fact(self._handle, text)
             try:
@@ -52,6 +53,8 @@ class Evaluator:
         result = _engine.start_action_for_state(self._handle, state_offset)
         while result:
             payload = result[1] if isinstance(result, tuple) else result
-            names.extend(json.loads(payload))
+            # '{"<rule name>":{"m":{...the fact...}}}': rule names are slugs (no escapes), so the
+            # name is read without parsing the echoed fact.
+            names.append(payload[2 : payload.index('"', 2)])
             result = _engine.complete_and_start_action(self._handle, state_offset)
         return names
