@@ -1762,30 +1762,3 @@ def test_clean_playbook_loads_without_warnings() -> None:
     assert rules.warnings == []
     assert "recycle-after-five-attempts" in rules.by_name
     assert len(rules.version) == 12
-
-
-def test_a_rule_beyond_the_matchers_expression_limit_is_an_error_not_a_crash() -> None:
-    # durable-rules refuses nested and/or expressions past ~40 parts (error 113); lint says so
-    # before the engine would fail to load the file.
-    options = "\n".join(
-        f"        - {{form: f{i}, page: p{i}, contact.stage: {{not: lead}}}}" for i in range(12)
-    )
-    text = (
-        "version: 1\n"
-        "rules:\n"
-        "  - name: huge\n"
-        "    when:\n"
-        "      not:\n"
-        "        any:\n"
-        "          - {form: a}\n"
-        "        event: form_submitted\n"
-        "      any:\n"
-        f"{options}\n"
-        "    then: {increment: x}\n"
-    )
-    _, problems = check_text(text, FILE)
-    errors = [p for p in problems if p.severity == "error"]
-    assert [(p.line, p.rule) for p in errors] == [(3, "huge")], show(problems)
-    assert "too complex for the matcher" in errors[0].message
-    with pytest.raises(RulesError, match="too complex"):
-        from_text(text, FILE)

@@ -19,19 +19,31 @@ No durable_rules import here: the output is plain data.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.model import BehaviorEvent, ContactState, Vocabulary
-from engine.rules.schema import All, Condition, Not, Rule, RuleSet, Test
+from engine.rules.schema import All, AnyOf, Condition, Not, Rule, RuleSet, Test
 
 _NEGATE_CMP = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
 _CMP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 _STAGE_CMP = {"before": "$lt", "after": "$gt", "at_least": "$gte", "at_most": "$lte"}
 _DERIVED_OPS = ("matches", "contains")
 _GUARD = {"$ex": {"type": 1}}
+MAX_CONDITION_SIZE = 32
+"""durable-rules refuses a rule whose nested and/or expression is too long (its
+MAX_SEQUENCE_EXPRESSIONS: create_ruleset fails with error 113 from about 40 parts); past this
+size, blocks of the rule are computed in Python instead."""
+
+
+def _in_python(cond: Condition) -> Test:
+    """A leaf standing for a whole condition, evaluated in Python into a `d.*` boolean."""
+    return Test("", "condition", cond, 0)
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,23 @@ class _Compiler:
             return parts[0]
         return {"$and" if conjunction else "$or": parts}
 
+    def rule_condition(self, rule: Rule) -> dict[str, Any]:
+        """The rule's condition, with its largest any:/not: blocks computed in Python while the
+        whole is too long for durable-rules."""
+        items = list(rule.when.items)
+        sizes = [_size(_Compiler(self.vocab).condition(item)) for item in items]
+        while 1 + sum(sizes) > MAX_CONDITION_SIZE:
+            blocks = [i for i, item in enumerate(items) if not isinstance(item, Test)]
+            if not blocks:
+                return self.condition(All((_in_python(rule.when),)))
+            largest = max(blocks, key=sizes.__getitem__)
+            items[largest], sizes[largest] = _in_python(items[largest]), 1
+        return self.condition(All(tuple(items)))
+
     def leaf(self, test: Test, negate: bool) -> dict[str, Any]:
         op, path, value = test.op, test.path, test.value
+        if op == "condition":
+            return {f"d.{self.derive(test)}": not negate}
         if path.startswith("contact.counters."):
             self.counters[path.removeprefix("contact.counters.")] = None
         if op in _DERIVED_OPS or (op == "exists" and path.startswith("props.")):
@@ -147,16 +174,6 @@ class _Compiler:
         )
 
 
-MAX_CONDITION_SIZE = 32
-"""durable-rules refuses a rule whose nested and/or expression is too long (its
-MAX_SEQUENCE_EXPRESSIONS, error 113 at create_ruleset: measured to fail from ~40 nodes)."""
-
-
-def condition_size(ruleset: RuleSet, rule: Rule) -> int:
-    """Operators and comparisons in the compiled condition of `rule`."""
-    return _size(_Compiler(ruleset.vocab).condition(rule.when))
-
-
 def _size(expr: dict[str, Any]) -> int:
     ((op, value),) = expr.items()
     if op in ("$and", "$or"):
@@ -169,7 +186,7 @@ def compile_rules(ruleset: RuleSet) -> Compiled:
     compiler = _Compiler(ruleset.vocab)
     definition = {}
     for rule in ruleset.rules:
-        condition = compiler.condition(rule.when)
+        condition = compiler.rule_condition(rule)
         if condition == _GUARD:
             matcher = _GUARD
         elif "$and" in condition:
@@ -177,7 +194,8 @@ def compile_rules(ruleset: RuleSet) -> Compiled:
         else:
             matcher = {"$and": [_GUARD, condition]}
         definition[rule.name] = {"all": [{"m": matcher}], "pri": rule.index}
-    name = f"lifecycle_{ruleset.version}"
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"lifecycle_{ruleset.version}_{digest}"
     return Compiled(name, {name: definition}, compiler.plan(), tuple(r.name for r in ruleset.rules))
 
 
@@ -227,15 +245,19 @@ class FactBuilder:
         plan = compiled.plan
         self.vocab = vocab
         self.counters = plan.counters
+        blocks = [d for d in plan.derived if d.op == "condition"]
+        self.blocks = [(d.key, _holds(d.arg, vocab)) for d in blocks]
         paths = dict.fromkeys(
             [*(f"props.{p}" for p in plan.props), *(f"props.{p}" for p in plan.numeric)]
-            + [d.path for d in plan.derived]
+            + [d.path for d in plan.derived if d.op != "condition"]
         )
         self.reads = []
         for path in paths:
             as_prop = path.startswith("props.") and path.removeprefix("props.") in plan.props
             as_number = path.startswith("props.") and path.removeprefix("props.") in plan.numeric
-            tests = tuple((d.key, _predicate(d)) for d in plan.derived if d.path == path)
+            tests = tuple(
+                (d.key, _predicate(d)) for d in plan.derived if d.path == path and d not in blocks
+            )
             prop_at = tuple(path.split(".")) if as_prop else None
             num_at = ("num", *path.removeprefix("props.").split(".")) if as_number else None
             self.reads.append((_reader(path), prop_at, num_at, tests))
@@ -269,6 +291,8 @@ class FactBuilder:
                     _put(fact, num_at, number)
             for key, test in tests:
                 derived[key] = test(value)
+        for key, holds in self.blocks:
+            derived[key] = holds(event, state)
         return fact
 
 
@@ -321,3 +345,69 @@ def _predicate(derived: Derived) -> Callable[[Any], bool]:
         search = re.compile(derived.arg).search
         return lambda value: isinstance(value, str) and search(value) is not None
     raise ValueError(f"unknown derived op {derived.op}")
+
+
+# --- Conditions evaluated in Python (blocks too long for durable-rules) -------------------------
+
+EventTest = Callable[[BehaviorEvent, ContactState], bool]
+_COMPARE = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "before": operator.lt,
+    "after": operator.gt,
+    "at_least": operator.ge,
+    "at_most": operator.le,
+}
+
+
+def _holds(cond: Condition, vocab: Vocabulary) -> EventTest:
+    """The same semantics as the compiled durable conditions, in plain Python."""
+    if isinstance(cond, Not):
+        inner = _holds(cond.item, vocab)
+        return lambda event, state: not inner(event, state)
+    if isinstance(cond, All | AnyOf):
+        parts = [_holds(item, vocab) for item in cond.items]
+        combine = all if isinstance(cond, All) else any
+        return lambda event, state: combine(part(event, state) for part in parts)
+    return _leaf_holds(cond, vocab)
+
+
+def _leaf_holds(test: Test, vocab: Vocabulary) -> EventTest:
+    read, op, arg = _reader(test.path), test.op, test.value
+    if op in ("matches", "contains", "exists"):
+        check = _predicate(Derived("", test.path, op, arg))
+        return lambda event, state: check(read(event, state))
+    if op in ("before", "after", "at_least", "at_most"):
+        compare, bound = _COMPARE[op], vocab.rank(arg)
+        return lambda event, state: compare(vocab.rank(state.stage), bound)
+    if op in ("gt", "gte", "lt", "lte"):
+        compare = _COMPARE[op]
+
+        def number_test(event: BehaviorEvent, state: ContactState) -> bool:
+            number = _as_number(read(event, state))
+            return number is not None and compare(number, arg)
+
+        return number_test
+    options = arg if isinstance(arg, tuple) else (arg,)
+    is_prop = test.path.startswith("props.")
+
+    def one_of(event: BehaviorEvent, state: ContactState) -> bool:
+        value = read(event, state)
+        return any(_same(value, option, is_prop) for option in options)
+
+    if op == "not":
+        return lambda event, state: not one_of(event, state)
+    return one_of
+
+
+def _same(value: Any, option: Any, is_prop: bool) -> bool:
+    """Equality as durable-rules sees it: JSON types (true is not 1); numbers in properties
+    compare with numeric text."""
+    if is_prop and isinstance(option, int | float) and not isinstance(option, bool):
+        number = _as_number(value)
+        return number is not None and number == option
+    if isinstance(value, bool) or isinstance(option, bool):
+        return isinstance(value, bool) and isinstance(option, bool) and value == option
+    return isinstance(value, str | int | float) and value == option

@@ -16,7 +16,6 @@ from dataclasses import replace
 
 from engine.errors import Problem
 from engine.model import STANDARD_EVENT_TYPES, STATUS_STAGE, Increment, Promote, SetStatus
-from engine.rules.compile import MAX_CONDITION_SIZE, condition_size
 from engine.rules.schema import All, AnyOf, Condition, Not, Rule, RuleSet, Test, did_you_mean
 
 MAX_STATUSES = 8
@@ -65,15 +64,6 @@ class _RuleLint:
         self.out.append(Problem(self.ruleset.file, line, severity, message, self.rule.name))
 
     def findings(self) -> list[Problem]:
-        size = condition_size(self.ruleset, self.rule)
-        if size > MAX_CONDITION_SIZE:
-            self.report(
-                self.rule.line,
-                "error",
-                f"conditions too complex for the matcher ({size} parts, at most "
-                f"{MAX_CONDITION_SIZE}): split this rule, or simplify its any:/not: blocks",
-            )
-            return self.out
         self.unknown_events()
         self.unread_counters()
         stages = self.possible_stages()
