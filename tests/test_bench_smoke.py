@@ -1,0 +1,79 @@
+"""The rules-evaluation benchmark still runs: its quick version, in-process, with sane numbers.
+
+No timing assertions: the numbers depend on the machine and its load; BENCHMARKS.md has them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import rules_eval
+from bench.common import Report, Row
+from engine.rules import from_text
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_200_generated_rules_compile_without_errors_or_warnings():
+    rules = from_text(rules_eval.generated_rules_text(), "generated-200.yaml")
+
+    assert len(rules.ruleset.rules) == 200
+    assert len(rules.compiled.rule_names) == 200
+    assert [str(p) for p in rules.warnings] == []
+
+
+def test_the_stand_in_playbook_is_valid():
+    rules = from_text(rules_eval.FALLBACK_RULES, "fallback")
+
+    assert len(rules.ruleset.rules) >= 20
+    assert [str(p) for p in rules.warnings] == []
+
+
+@pytest.fixture(scope="module")
+def quick_report() -> Report:
+    return rules_eval.run(quick=True)
+
+
+def test_quick_run_gives_positive_rates_for_every_measurement(quick_report):
+    numbers = quick_report.numbers
+    for key in ("shipped", "generated"):
+        for kind in ("per_second", "bare_per_second", "facts_per_second", "step_per_second"):
+            assert numbers[f"{key}_{kind}"] > 0, f"{key}_{kind}"
+        assert numbers[f"{key}_ratio"] > 0
+    assert numbers["memory_per_second"] > 0
+    assert numbers["memory_growth_mib"] < 1024  # sane, not the target
+
+
+def test_rules_fired_and_the_bare_durable_loop_agree(quick_report):
+    assert quick_report.numbers["shipped_mismatches"] == 0
+    assert quick_report.numbers["generated_mismatches"] == 0
+
+
+def test_every_row_renders_with_a_verdict_when_it_has_a_target(quick_report):
+    markdown = quick_report.markdown()
+
+    for row in quick_report.rows:
+        assert row.what in markdown
+        assert (row.met is None) == (row.target == "")
+
+
+def test_rewriting_one_section_keeps_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_main, "MODULES", ("first", "second"))
+    output = tmp_path / "BENCHMARKS.md"
+    facts = {"date": "2026-11-26 10:00 UTC", "commit": "abc123"}
+    first = Report("First", "about first", [Row("speed", 10.0, "events/s", "≥ 5", True)])
+    second = Report("Second", "about second", [Row("size", 3.0, "MiB")])
+
+    bench_main.write(output, {"first": first, "second": second}, facts)
+    first.rows[0] = Row("speed", 20.0, "events/s", "≥ 5", True)
+    bench_main.write(output, {"first": first}, facts)
+    text = output.read_text(encoding="utf-8")
+
+    assert text.startswith("# Benchmarks")
+    assert "make bench" in text
+    assert "| speed | 20 events/s | ≥ 5 | met |" in text
+    assert "| size | 3 MiB | — | — |" in text
+    assert text.index("## First") < text.index("## Second")
