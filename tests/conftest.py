@@ -26,8 +26,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A clean database for each test."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    """A clean database for each test. Bytes in, bytes out: RQ stores binary job data."""
+    client = redis.Redis.from_url(redis_url)
     client.flushdb()
     yield client
     client.flushdb()

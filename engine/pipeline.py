@@ -1,0 +1,301 @@
+"""RQ jobs: drain the inbox through the rules (queue "events"), push dirty contacts (queue "sync"),
+and let scheduled events re-enter (RQ scheduler).
+
+Jobs take primitive arguments and find their per-process resources (Redis, store, rules, CRM
+clients) in `Runtime`, built once per worker process: durable-rules is compiled once, and the worker
+class does not fork per job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from connectors.base.crm import CrmClient
+from connectors.sandbox.client import SandboxClient
+from engine import timeline
+from engine.config import Settings
+from engine.model import BehaviorEvent, Vocabulary
+from engine.process import Step, step
+from engine.rules.reload import RulesReloader
+from engine.store import NO_STAGE, Commit, Contact, InboxEntry, Store, requeue, set_aside, write
+
+log = logging.getLogger("engine.pipeline")
+
+EVENTS_QUEUE = "events"
+SYNC_QUEUE = "sync"
+MAX_JOB_SECONDS = 50.0
+"""A drain job hands over to a fresh job after this long, so no job runs into RQ's timeout."""
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    """What jobs in one process share. `Runtime.current()` is set up by the worker (or tests)."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: Store
+    rules: RulesReloader
+    crms: dict[str, CrmClient]
+    clock: Clock = utcnow
+
+    _current: Runtime | None = None
+
+    @classmethod
+    def install(cls, runtime: Runtime) -> Runtime:
+        cls._current = runtime
+        return runtime
+
+    @classmethod
+    def current(cls) -> Runtime:
+        if cls._current is None:
+            raise RuntimeError("no pipeline runtime in this process (run `lifecycle worker`)")
+        return cls._current
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, connection=self.redis, serializer=JSONSerializer)
+
+    @property
+    def consumer(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_runtime(settings: Settings, client: redis.Redis, clock: Clock = utcnow) -> Runtime:
+    store = Store(client, settings.idempotency_days)
+    crms: dict[str, CrmClient] = {}
+    for name in settings.crm_targets:
+        if name == "sandbox":
+            crms[name] = SandboxClient(lambda states: store.record_sandbox(states, clock()))
+        else:
+            log.warning("CRM target %s is not available yet; its contacts stay pending", name)
+    return Runtime(settings, client, store, RulesReloader(settings.rules_file), crms, clock)
+
+
+# --- enqueueing ----------------------------------------------------------------------------------
+
+
+def wake_events(runtime: Runtime) -> None:
+    runtime.queue(EVENTS_QUEUE).enqueue(drain_events, result_ttl=0, failure_ttl=86_400)
+
+
+def wake_sync(runtime: Runtime, crm: str) -> None:
+    runtime.queue(SYNC_QUEUE).enqueue(sync_dirty, crm, result_ttl=0, failure_ttl=86_400)
+
+
+def sweep(runtime: Runtime) -> None:
+    """Enqueue whatever work is waiting without a job on its way (after a crash, at start-up)."""
+    store = runtime.store
+    if (store.backlog() or store.pending_count()) and store.set_wake("events"):
+        wake_events(runtime)
+    for crm in runtime.crms:
+        if store.dirty_count(crm) and store.set_wake(f"sync:{crm}"):
+            wake_sync(runtime, crm)
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+def drain_events() -> int:
+    """Process the inbox in batches until it is empty; returns how many events were handled."""
+    runtime = Runtime.current()
+    store, started, handled = runtime.store, time.monotonic(), 0
+    while True:
+        store.clear_wake("events")  # before reading: an accept after this enqueues a new job
+        entries = store.read_inbox(
+            runtime.consumer,
+            runtime.settings.event_batch_size,
+            runtime.settings.reclaim_after_seconds,
+        )
+        if not entries:
+            return handled
+        done = process_batch(runtime, entries)
+        handled += done
+        if done == 0:
+            # Every event read belongs to contacts another worker holds: come back shortly
+            # rather than spin on them.
+            runtime.queue(EVENTS_QUEUE).enqueue_in(
+                timedelta(seconds=1), drain_events, result_ttl=0, failure_ttl=86_400
+            )
+            return handled
+        if time.monotonic() - started > MAX_JOB_SECONDS:
+            if store.set_wake("events"):
+                wake_events(runtime)
+            return handled
+
+
+def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
+    store, now = runtime.store, runtime.clock()
+    unreadable = [e for e in entries if e.event is None]
+    if unreadable:
+        set_aside(store, unreadable, now)
+    by_contact: dict[str, list[InboxEntry]] = defaultdict(list)
+    for entry in entries:
+        if entry.event is not None:
+            by_contact[entry.event.email].append(entry)
+    tokens = store.lock(by_contact)
+    busy = [e for email, group in by_contact.items() if email not in tokens for e in group]
+    mine = {email: by_contact[email] for email in tokens}
+    try:
+        commit, scheduled = _apply(runtime, mine, tokens, now)
+        write(store, commit, extra=lambda pipe: _schedule(runtime, scheduled, pipe))
+    except redis.WatchError:
+        log.warning("contact lock lost mid-batch; %d event(s) go back to the inbox", len(entries))
+        store.unlock(tokens)
+        busy.extend(e for group in mine.values() for e in group)
+        commit = Commit(tokens)
+    except Exception:
+        store.unlock(tokens)
+        raise
+    requeue(store, busy)  # another worker holds these contacts: try again after it
+    _wake_sync(runtime, commit)
+    return len(entries) - len(busy)
+
+
+def _apply(
+    runtime: Runtime, mine: dict[str, list[InboxEntry]], tokens: dict[str, str], now: datetime
+) -> tuple[Commit, list[BehaviorEvent]]:
+    store, rules = runtime.store, runtime.rules.current()
+    contacts = store.load(list(mine))
+    ids = [e.event.id for group in mine.values() for e in group]  # type: ignore[union-attr]
+    done = store.done(ids)
+    commit, scheduled = Commit(tokens, now=now.timestamp()), []
+    for email, group in mine.items():
+        contact = contacts[email]
+        for entry in group:
+            commit.acks.append(entry.entry_id)
+            event = entry.event
+            assert event is not None
+            if event.id in done:
+                continue  # a redelivery of an event already applied: acknowledge only
+            done.add(event.id)
+            result = step(rules, contact.state, event)
+            _account(commit, contact, result, rules.vocab, runtime.crms)
+            commit.timeline.setdefault(email, []).append(_entry_json(result, now))
+            commit.done.append(event.id)
+            scheduled.extend(s.event for s in result.scheduled)
+        commit.contacts[email] = contact
+    return commit, scheduled
+
+
+def _account(
+    commit: Commit, contact: Contact, result: Step, vocab: Vocabulary, crms: dict[str, CrmClient]
+) -> None:
+    """Funnel, status and rule counters, and dirty marks, for one applied event."""
+    before, after, event = result.before, result.after, result.event
+    email = before.email
+    if contact.new:
+        contact.new = False
+        contact.first_seen_at = event.occurred_at
+        commit.new_contacts[email] = event.occurred_at.timestamp()
+        commit.counters.append(("funnel:current", NO_STAGE, 1))
+    first_seen = contact.first_seen_at or event.occurred_at
+    if after.stage != before.stage:
+        commit.counters.append(("funnel:current", before.stage or NO_STAGE, -1))
+        commit.counters.append(("funnel:current", after.stage, 1))
+        for stage in vocab.stages[vocab.rank(before.stage) + 1 : vocab.rank(after.stage) + 1]:
+            commit.counters.append(("funnel:reached", stage, 1))
+            hours = max(0.0, (event.occurred_at - first_seen).total_seconds() / 3600)
+            commit.hours.append((stage, email, round(hours, 3)))
+            contact.reached[stage] = event.occurred_at.isoformat()
+    if after.status != before.status:
+        if before.status:
+            commit.counters.append(("statuses", before.status, -1))
+        commit.counters.append(("statuses", after.status, 1))
+    for rule in result.fired:
+        commit.counters.append(("rules:fired", rule, 1))
+    if after.version != before.version:
+        for crm in crms:
+            commit.dirty.setdefault(crm, set()).add(email)
+    contact.state = after
+
+
+def _entry_json(result: Step, now: datetime) -> str:
+    return json.dumps(timeline.entry(result, now))
+
+
+def _schedule(runtime: Runtime, events: Sequence[BehaviorEvent], pipe: Any) -> None:
+    queue = runtime.queue(EVENTS_QUEUE)
+    for event in events:
+        queue.enqueue_at(
+            event.occurred_at,
+            fire_scheduled,
+            event.to_dict(),
+            job_id=event.id,
+            result_ttl=0,
+            failure_ttl=86_400,
+            pipeline=pipe,
+        )
+
+
+def fire_scheduled(event: dict[str, Any]) -> str:
+    """A delayed event is due: it enters the inbox like any other (a repeat is a duplicate)."""
+    runtime = Runtime.current()
+    accepted = runtime.store.accept([BehaviorEvent.from_dict(event)], runtime.clock())
+    if accepted.wake:
+        wake_events(runtime)
+    return "accepted" if accepted.accepted else "duplicate"
+
+
+def _wake_sync(runtime: Runtime, commit: Commit) -> None:
+    for crm, emails in commit.dirty.items():
+        if emails and runtime.store.set_wake(f"sync:{crm}"):
+            wake_sync(runtime, crm)
+
+
+# --- sync ----------------------------------------------------------------------------------------
+
+
+def sync_dirty(crm: str) -> int:
+    """Push every dirty contact's current state to `crm`, in batches; returns contacts pushed."""
+    runtime = Runtime.current()
+    store, client = runtime.store, runtime.crms.get(crm)
+    if client is None:
+        log.error("sync for %s requested but that CRM is not configured in this worker", crm)
+        return 0
+    pushed, started = 0, time.monotonic()
+    while True:
+        store.clear_wake(f"sync:{crm}")
+        emails = store.dirty(crm, client.batch_size, runtime.clock())
+        if not emails:
+            _retry_later(runtime, crm)
+            return pushed
+        states = [c.state for c in store.load(emails).values()]
+        for state, result in zip(states, client.push(states), strict=True):
+            now = runtime.clock()
+            if result.ok:
+                store.mark_synced(crm, state, result.crm_id, now)
+            else:
+                error = result.error or "unknown error"
+                store.mark_failed(crm, state.email, error, not result.retryable, now)
+        pushed += len(states)
+        if time.monotonic() - started > MAX_JOB_SECONDS:
+            if store.set_wake(f"sync:{crm}"):
+                wake_sync(runtime, crm)
+            return pushed
+
+
+def _retry_later(runtime: Runtime, crm: str) -> None:
+    """Contacts backing off after a retryable failure: come back when the first one is due."""
+    due = runtime.store.next_retry(crm)
+    if due is not None:
+        delay = max(1.0, due - runtime.clock().timestamp())
+        runtime.queue(SYNC_QUEUE).enqueue_in(
+            timedelta(seconds=delay), sync_dirty, crm, result_ttl=0, failure_ttl=86_400
+        )

@@ -1,0 +1,549 @@
+"""The only module that keeps engine state in Redis.
+
+Keys (all under `lc:`):
+
+    inbox                 stream of accepted events; consumer group "events" (also the event log)
+    seen:<event id>       idempotency at accept (SET NX, expires after idempotency_days)
+    done:<event id>       the event changed state (written in the same transaction as the change)
+    contact:<email>       the contact: state, first seen, when each stage was reached (JSON)
+    timeline:<email>      list of timeline entries, oldest first (JSON)
+    contacts              sorted set of emails by first-seen time
+    funnel:current        hash stage -> contacts now at it ("_none" for no stage yet)
+    funnel:reached        hash stage -> contacts ever at or past it
+    funnel:hours:<stage>  sorted set email -> hours from first seen to reaching the stage
+    statuses              hash status -> contacts holding it now
+    rules:fired           hash rule -> times fired
+    dirty:<crm>           sorted set email -> when it first needed a push to that CRM
+    sync:<crm>:<email>    hash: synced_version, state (synced|pending|dead_letter), error
+    lock:<email>          per-contact lock (token), so one contact's events apply one at a time
+    quarantine            stream of deliveries kept for inspection (unusable input)
+    wake:<name>           "a job is already on its way" flags (see `wake`)
+
+Accepting is one Lua call per delivery: idempotent, atomic, durable once it returns. Applying
+events commits state, timeline, done markers, funnel counters, dirty marks, scheduled events and
+the inbox acknowledgement in one MULTI/EXEC, fenced by the contact locks.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from engine.errors import EngineError, InvalidEvent
+from engine.model import BehaviorEvent, ContactState, format_time, parse_time
+
+P = "lc:"
+INBOX = P + "inbox"
+GROUP = "events"
+QUARANTINE = P + "quarantine"
+NO_STAGE = "_none"
+LOCK_MS = 30_000
+WAKE_SECONDS = 60
+"""A wake flag outlives a lost job (a process killed between flag and enqueue) by at most this;
+the workers' sweep also re-enqueues whatever work is waiting."""
+
+
+class StoreUnavailable(EngineError):
+    """Redis cannot be reached: nothing was kept; the sender should retry."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
+_ACCEPT = """
+-- KEYS: inbox, wake flag, then one seen:<id> key per event
+-- ARGV: ttl seconds, accepted_at, wake flag ttl, then (id, source, event json) per event
+local accepted, duplicates = {}, {}
+for i = 3, #KEYS do
+  local a = 4 + (i - 3) * 3
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 2], 'src', ARGV[a + 1], 'at', ARGV[2])
+    accepted[#accepted + 1] = ARGV[a]
+  else
+    duplicates[#duplicates + 1] = ARGV[a]
+  end
+end
+local wake = 0
+if #accepted > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then wake = 1 end
+return {wake, accepted, duplicates}
+"""
+
+_SYNCED = """
+-- KEYS: dirty set, sync record, contact; ARGV: email, pushed version, crm id, time
+local raw = redis.call('GET', KEYS[3])
+local current = raw and cjson.decode(raw)['state']['version'] or -1
+redis.call('HSET', KEYS[2], 'synced_version', ARGV[2], 'error', '', 'updated_at', ARGV[4],
+           'attempts', 0)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'crm_id', ARGV[3]) end
+if tonumber(current) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], 'state', 'synced')
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    accepted: list[str]
+    duplicates: list[str]
+    wake: bool
+    """True when the caller should enqueue a job to process the inbox (none is on its way)."""
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    entry_id: str
+    event: BehaviorEvent | None
+    raw: dict[str, str]
+    problem: str | None = None
+
+
+@dataclass
+class Contact:
+    """A contact as stored: its state plus what the funnel needs."""
+
+    state: ContactState
+    first_seen_at: datetime | None = None
+    reached: dict[str, str] = field(default_factory=dict)
+    """stage -> ISO time it was first reached."""
+    new: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "state": self.state.to_dict(),
+                "first_seen_at": format_time(self.first_seen_at) if self.first_seen_at else None,
+                "reached": self.reached,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, email: str, raw: str | None) -> Contact:
+        if raw is None:
+            return cls(ContactState(email), new=True)
+        data = json.loads(raw)
+        first = data.get("first_seen_at")
+        return cls(
+            ContactState.from_dict(data["state"]),
+            parse_time(first) if first else None,
+            dict(data.get("reached") or {}),
+        )
+
+
+def contact_key(email: str) -> str:
+    return f"{P}contact:{email}"
+
+
+def timeline_key(email: str) -> str:
+    return f"{P}timeline:{email}"
+
+
+def lock_key(email: str) -> str:
+    return f"{P}lock:{email}"
+
+
+def done_key(event_id: str) -> str:
+    return f"{P}done:{event_id}"
+
+
+def dirty_key(crm: str) -> str:
+    return f"{P}dirty:{crm}"
+
+
+def sync_key(crm: str, email: str) -> str:
+    return f"{P}sync:{crm}:{email}"
+
+
+def wake_key(name: str) -> str:
+    return f"{P}wake:{name}"
+
+
+class Store:
+    """State in Redis. Every Redis error surfaces as StoreUnavailable."""
+
+    def __init__(self, client: redis.Redis, idempotency_days: int = 30):
+        self.redis = client
+        self.ttl = idempotency_days * 86_400
+        self._accept = client.register_script(_ACCEPT)
+        self._release = client.register_script(_RELEASE)
+        self._synced = client.register_script(_SYNCED)
+        self._group_ready = False
+
+    # --- health -------------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        with unavailable_as_error():
+            return bool(self.redis.ping())
+
+    # --- accept -------------------------------------------------------------------------------
+
+    def accept(self, events: Sequence[BehaviorEvent], now: datetime) -> Accepted:
+        """Make events durable and idempotent. Only after this returns may the caller answer 2xx."""
+        if not events:
+            return Accepted([], [], False)
+        keys = [INBOX, wake_key("events"), *(f"{P}seen:{e.id}" for e in events)]
+        args: list[Any] = [self.ttl, format_time(now), WAKE_SECONDS]
+        for event in events:
+            args += [event.id, event.source, json.dumps(event.to_dict())]
+        with unavailable_as_error():
+            wake, accepted, duplicates = self._accept(keys=keys, args=args)
+        return Accepted(_texts(accepted), _texts(duplicates), bool(wake))
+
+    def quarantine(
+        self, source: str, reason: str, body: bytes, headers: dict[str, str], now: datetime
+    ) -> str:
+        """Keep a delivery we cannot use, in full, for inspection and replay."""
+        fields = {
+            "source": source,
+            "reason": reason,
+            "received_at": format_time(now),
+            "headers": json.dumps(headers),
+            "body": body,
+        }
+        with unavailable_as_error():
+            return _text(self.redis.xadd(QUARANTINE, fields))
+
+    def quarantined(self, count: int = 100) -> list[dict[str, Any]]:
+        with unavailable_as_error():
+            entries = self.redis.xrevrange(QUARANTINE, count=count)
+        return [{"id": _text(i), **{_text(k): _text(v) for k, v in f.items()}} for i, f in entries]
+
+    # --- the inbox, worker side --------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.redis.xgroup_create(INBOX, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def clear_wake(self, name: str) -> None:
+        self.redis.delete(wake_key(name))
+
+    def set_wake(self, name: str) -> bool:
+        """True when no job was on its way (the caller enqueues one)."""
+        return bool(self.redis.set(wake_key(name), "1", nx=True, ex=WAKE_SECONDS))
+
+    def read_inbox(self, consumer: str, count: int, reclaim_after: float) -> list[InboxEntry]:
+        """Events delivered to a worker that died are reclaimed first, then new ones are read."""
+        self.ensure_group()
+        reply = self.redis.xautoclaim(
+            INBOX, GROUP, consumer, min_idle_time=int(reclaim_after * 1000), count=count
+        )
+        claimed = reply[1]  # Redis 7 adds a third element (deleted ids); 6.2 has two
+        entries = [c for c in claimed if c and c[1]]
+        if len(entries) < count:
+            fresh = self.redis.xreadgroup(GROUP, consumer, {INBOX: ">"}, count=count - len(entries))
+            for _, items in fresh or []:
+                entries.extend(items)
+        return [_inbox_entry(entry_id, fields) for entry_id, fields in entries]
+
+    def pending_count(self) -> int:
+        self.ensure_group()
+        return int(self.redis.xpending(INBOX, GROUP)["pending"])
+
+    def backlog(self, most: int = 100_000) -> int:
+        """Accepted events not yet delivered to any worker (counted up to `most`)."""
+        self.ensure_group()
+        for group in self.redis.xinfo_groups(INBOX):
+            if _text(group["name"]) != GROUP:
+                continue
+            if group.get("lag") is not None:  # Redis 7
+                return int(group["lag"])
+            after = "(" + _text(group["last-delivered-id"])  # Redis 6.2 (the embedded one)
+            return len(self.redis.xrange(INBOX, min=after, count=most))
+        return 0
+
+    # --- contacts -----------------------------------------------------------------------------
+
+    def lock(self, emails: Iterable[str]) -> dict[str, str]:
+        """Try to lock each contact; returns email -> token for those locked."""
+        emails = list(emails)
+        tokens = {email: secrets.token_hex(8) for email in emails}
+        pipe = self.redis.pipeline(transaction=False)
+        for email in emails:
+            pipe.set(lock_key(email), tokens[email], nx=True, px=LOCK_MS)
+        return {e: tokens[e] for e, ok in zip(emails, pipe.execute(), strict=True) if ok}
+
+    def unlock(self, tokens: dict[str, str]) -> None:
+        for email, token in tokens.items():
+            self._release(keys=[lock_key(email)], args=[token])
+
+    def load(self, emails: Sequence[str]) -> dict[str, Contact]:
+        if not emails:
+            return {}
+        raw = self.redis.mget([contact_key(e) for e in emails])
+        return {
+            e: Contact.from_json(e, _text(r) if r else None)
+            for e, r in zip(emails, raw, strict=True)
+        }
+
+    def contact(self, email: str) -> Contact | None:
+        with unavailable_as_error():
+            raw = self.redis.get(contact_key(email))
+        return Contact.from_json(email, _text(raw)) if raw else None
+
+    def done(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        flags = self.redis.mget([done_key(i) for i in event_ids])
+        return {i for i, flag in zip(event_ids, flags, strict=True) if flag}
+
+    def timeline(self, email: str) -> list[dict[str, Any]]:
+        with unavailable_as_error():
+            return [json.loads(item) for item in self.redis.lrange(timeline_key(email), 0, -1)]
+
+    def sync_records(self, email: str, crms: Sequence[str]) -> dict[str, dict[str, Any]]:
+        with unavailable_as_error():
+            pipe = self.redis.pipeline(transaction=False)
+            for crm in crms:
+                pipe.hgetall(sync_key(crm, email))
+            rows = pipe.execute()
+        return {
+            crm: {_text(k): _text(v) for k, v in row.items()}
+            for crm, row in zip(crms, rows, strict=True)
+        }
+
+    # --- sync ---------------------------------------------------------------------------------
+
+    def dirty(self, crm: str, count: int, now: datetime) -> list[str]:
+        """Contacts due for a push to `crm`, oldest first (those backing off wait their turn)."""
+        due = self.redis.zrangebyscore(dirty_key(crm), "-inf", now.timestamp(), 0, count)
+        return _texts(due)
+
+    def next_retry(self, crm: str) -> float | None:
+        first = self.redis.zrange(dirty_key(crm), 0, 0, withscores=True)
+        return first[0][1] if first else None
+
+    def dirty_count(self, crm: str) -> int:
+        return int(self.redis.zcard(dirty_key(crm)))
+
+    def mark_synced(self, crm: str, state: ContactState, crm_id: str | None, now: datetime) -> bool:
+        """Record a successful push; the contact leaves the dirty set unless it changed since."""
+        keys = [dirty_key(crm), sync_key(crm, state.email), contact_key(state.email)]
+        args = [state.email, state.version, crm_id or "", format_time(now)]
+        return bool(self._synced(keys=keys, args=args))
+
+    def mark_failed(self, crm: str, email: str, error: str, dead: bool, now: datetime) -> None:
+        """A retryable failure stays dirty and backs off (doubling, at most an hour); a fatal one
+        becomes a dead letter until an operator retries it."""
+        key = sync_key(crm, email)
+        attempts = int(self.redis.hincrby(key, "attempts", 1))
+        record = {
+            "error": error,
+            "updated_at": format_time(now),
+            "state": "dead_letter" if dead else "pending",
+        }
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record)
+            if dead:
+                pipe.zrem(dirty_key(crm), email)
+                pipe.zadd(f"{P}dead:{crm}", {email: now.timestamp()})
+            else:
+                backoff = min(3600.0, 2.0 ** min(attempts, 12))
+                pipe.zadd(dirty_key(crm), {email: now.timestamp() + backoff}, xx=True)
+            pipe.execute()
+
+    def record_sandbox(self, states: Sequence[ContactState], now: datetime) -> None:
+        """The sandbox CRM's memory: the last values pushed for each contact, and a log."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for state in states:
+                pushed = {
+                    "stage": state.stage or "",
+                    "status": state.status or "",
+                    "version": state.version,
+                    "pushed_at": format_time(now),
+                }
+                pipe.hset(f"{P}sandbox:{state.email}", mapping=pushed)
+                pipe.xadd(
+                    f"{P}sandbox:log",
+                    {"email": state.email, **pushed},
+                    maxlen=100_000,
+                    approximate=True,
+                )
+            pipe.execute()
+
+    def sandbox_view(self, email: str) -> dict[str, str]:
+        with unavailable_as_error():
+            return {
+                _text(k): _text(v) for k, v in self.redis.hgetall(f"{P}sandbox:{email}").items()
+            }
+
+    # --- funnel -------------------------------------------------------------------------------
+
+    def funnel_counts(self, stages: Sequence[str]) -> dict[str, Any]:
+        with unavailable_as_error():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(f"{P}contacts")
+            pipe.hgetall(f"{P}funnel:current")
+            pipe.hgetall(f"{P}funnel:reached")
+            pipe.hgetall(f"{P}statuses")
+            pipe.hgetall(f"{P}rules:fired")
+            for stage in stages:
+                pipe.zcard(f"{P}funnel:hours:{stage}")
+            total, current, reached, statuses, fired, *sizes = pipe.execute()
+            medians = self._medians(stages, sizes)
+        return {
+            "total_contacts": int(total),
+            "current": _counts(current),
+            "reached": _counts(reached),
+            "statuses": _counts(statuses),
+            "fired": _counts(fired),
+            "median_hours": medians,
+        }
+
+    def _medians(self, stages: Sequence[str], sizes: Sequence[int]) -> dict[str, float | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for stage, size in zip(stages, sizes, strict=True):
+            low, high = (size - 1) // 2, size // 2
+            pipe.zrange(f"{P}funnel:hours:{stage}", low, high, withscores=True)
+        medians: dict[str, float | None] = {}
+        for stage, middle in zip(stages, pipe.execute(), strict=True):
+            scores = [score for _, score in middle]
+            medians[stage] = round(sum(scores) / len(scores), 2) if scores else None
+        return medians
+
+
+@dataclass
+class Commit:
+    """Everything one batch writes, gathered by the pipeline and written in one transaction."""
+
+    tokens: dict[str, str]
+    contacts: dict[str, Contact] = field(default_factory=dict)
+    timeline: dict[str, list[str]] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+    acks: list[str] = field(default_factory=list)
+    counters: list[tuple[str, str, int]] = field(default_factory=list)
+    """(hash key, field, increment)"""
+    hours: list[tuple[str, str, float]] = field(default_factory=list)
+    """(stage, email, hours to reach)"""
+    dirty: dict[str, set[str]] = field(default_factory=dict)
+    new_contacts: dict[str, float] = field(default_factory=dict)
+    now: float = 0.0
+    """Processing time (epoch seconds): when dirty contacts became due for a push."""
+
+
+def write(store: Store, commit: Commit, extra: Any = None) -> None:
+    """Write a batch atomically, only if every lock is still ours. `extra(pipe)` may add commands
+    (RQ scheduled jobs) to the same transaction. Raises redis.WatchError when a lock was lost."""
+    keys = [lock_key(email) for email in commit.tokens]
+    with store.redis.pipeline(transaction=True) as pipe:
+        if keys:
+            pipe.watch(*keys)
+            held = pipe.mget(keys)
+            if [_text(h) if h else None for h in held] != list(commit.tokens.values()):
+                pipe.reset()
+                raise redis.WatchError("a contact lock was lost before commit")
+        pipe.multi()
+        _write_contacts(pipe, store, commit)
+        if extra is not None:
+            extra(pipe)
+        if commit.acks:
+            pipe.xack(INBOX, GROUP, *commit.acks)
+        for key in keys:
+            pipe.delete(key)
+        pipe.execute()
+
+
+def _write_contacts(pipe: Any, store: Store, commit: Commit) -> None:
+    for email, contact in commit.contacts.items():
+        pipe.set(contact_key(email), contact.to_json())
+    for email, entries in commit.timeline.items():
+        if entries:
+            pipe.rpush(timeline_key(email), *entries)
+    for event_id in commit.done:
+        pipe.set(done_key(event_id), "1", ex=store.ttl)
+    if commit.new_contacts:
+        pipe.zadd(f"{P}contacts", commit.new_contacts, nx=True)
+    for key, name, by in commit.counters:
+        pipe.hincrby(f"{P}{key}", name, by)
+    for stage, email, hours in commit.hours:
+        pipe.zadd(f"{P}funnel:hours:{stage}", {email: hours}, nx=True)
+    for crm, emails in commit.dirty.items():
+        pipe.zadd(dirty_key(crm), dict.fromkeys(emails, commit.now), nx=True)
+        for email in emails:
+            pipe.hset(sync_key(crm, email), "state", "pending")
+
+
+def requeue(store: Store, entries: Sequence[InboxEntry]) -> None:
+    """Put entries back at the end of the inbox (a contact busy in another worker)."""
+    if not entries:
+        return
+    with store.redis.pipeline(transaction=True) as pipe:
+        for entry in entries:
+            pipe.xadd(INBOX, entry.raw)
+        pipe.xack(INBOX, GROUP, *(e.entry_id for e in entries))
+        pipe.execute()
+
+
+def set_aside(store: Store, entries: Sequence[InboxEntry], now: datetime) -> None:
+    """An inbox entry that is no event (written by hand, corrupted): quarantine it, ack it."""
+    with store.redis.pipeline(transaction=True) as pipe:
+        for entry in entries:
+            pipe.xadd(
+                QUARANTINE,
+                {
+                    "source": entry.raw.get("src", "inbox"),
+                    "reason": entry.problem or "unreadable inbox entry",
+                    "received_at": format_time(now),
+                    "headers": "{}",
+                    "body": json.dumps(entry.raw),
+                },
+            )
+        pipe.xack(INBOX, GROUP, *(e.entry_id for e in entries))
+        pipe.execute()
+
+
+class unavailable_as_error:
+    """Context manager: Redis connection trouble becomes StoreUnavailable (HTTP 503)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__})") from exc
+        if exc is not None and isinstance(exc, redis.ResponseError) and "LOADING" in str(exc):
+            raise StoreUnavailable("Redis is loading its data") from exc
+        return False
+
+
+def _inbox_entry(entry_id: Any, fields: dict[Any, Any]) -> InboxEntry:
+    raw = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        event = BehaviorEvent.from_dict(json.loads(raw["e"]))
+    except (KeyError, ValueError, InvalidEvent) as exc:
+        return InboxEntry(_text(entry_id), None, raw, f"unreadable inbox entry: {exc}")
+    return InboxEntry(_text(entry_id), event, raw)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _texts(values: Iterable[Any]) -> list[str]:
+    return [_text(v) for v in values]
+
+
+def _counts(raw: dict[Any, Any]) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in raw.items() if int(v)}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

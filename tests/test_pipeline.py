@@ -1,0 +1,163 @@
+"""The spine on a real Redis: accept -> drain through the rules -> commit -> sandbox sync."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+
+from engine import pipeline
+from engine.config import Settings
+from engine.model import BehaviorEvent
+from engine.pipeline import Runtime, build_runtime, drain_events, sync_dirty
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def runtime(redis_client):
+    settings = Settings(rules_file="rules.yaml", reclaim_after_seconds=0.0)
+    clock = FakeClock()
+    rt = Runtime.install(build_runtime(settings, redis_client, clock))
+    yield rt
+    Runtime._current = None
+
+
+def event(type_: str, at_minutes: int, id_: str | None = None, email="ann@example.com", **props):
+    return BehaviorEvent(
+        id=id_ or f"{type_}-{at_minutes}",
+        type=type_,
+        email=email,
+        occurred_at=T0 + timedelta(minutes=at_minutes),
+        properties=props,
+    )
+
+
+def accept(rt: Runtime, *events: BehaviorEvent):
+    return rt.store.accept(list(events), rt.clock())
+
+
+def test_accept_is_idempotent_on_event_id(runtime):
+    first = accept(runtime, event("content_downloaded", 0))
+    again = accept(runtime, event("content_downloaded", 0), event("deal_won", 5))
+    assert (first.accepted, first.duplicates, first.wake) == (["content_downloaded-0"], [], True)
+    assert (again.accepted, again.duplicates) == (["deal_won-5"], ["content_downloaded-0"])
+    assert again.wake is False  # a job is already on its way
+    assert runtime.store.backlog() == 2
+
+
+def test_drain_applies_the_story_and_explains_it(runtime):
+    accept(
+        runtime,
+        event("content_downloaded", 0, asset="guide.pdf"),
+        event("form_submitted", 60, form="demo-request"),
+        event("meeting_booked", 120),
+        event("page_viewed", 130, url="https://example.com/blog"),
+    )
+    assert drain_events() == 4
+    contact = runtime.store.contact("ann@example.com")
+    assert (contact.state.stage, contact.state.status) == ("sales_qualified_lead", "new")
+    timeline = runtime.store.timeline("ann@example.com")
+    assert [t["event_id"] for t in timeline] == [
+        "content_downloaded-0",
+        "form_submitted-60",
+        "meeting_booked-120",
+        "page_viewed-130",
+    ]
+    assert timeline[-1]["changes"] == []  # processed, changed nothing, still in the timeline
+    assert timeline[2]["changes"][1] == {
+        "rule": "meeting-booked-makes-sql",
+        "field": "status",
+        "from": None,
+        "to": "new",
+        "outcome": "applied",
+        "reason": "entered sales_qualified_lead: initial status",
+    }
+    assert timeline[0]["rules_version"] == runtime.rules.current().version
+    assert timeline[0]["processed_at"] == "2026-11-26T12:00:00Z"
+    assert runtime.store.pending_count() == 0
+
+
+def test_funnel_counts_reached_stages_and_median_hours(runtime):
+    accept(
+        runtime,
+        event("content_downloaded", 0),
+        event("meeting_booked", 180),
+        event("content_downloaded", 0, "bo-1", email="bo@example.com"),
+    )
+    drain_events()
+    funnel = runtime.store.funnel_counts(runtime.rules.current().vocab.stages)
+    assert funnel["total_contacts"] == 2
+    assert funnel["current"] == {"lead": 1, "sales_qualified_lead": 1}
+    assert funnel["reached"]["lead"] == 2
+    assert funnel["reached"]["marketing_qualified_lead"] == 1  # jumped over, still reached
+    assert funnel["median_hours"]["sales_qualified_lead"] == 3.0
+    assert funnel["statuses"] == {"new": 1}
+    assert funnel["fired"]["content-download-makes-lead"] == 2
+
+
+def test_a_redelivered_event_applies_once(runtime):
+    accept(runtime, event("meeting_booked", -60))
+    drain_events()
+    accept(runtime, event("email_sent", 0))
+    runtime.store.read_inbox("dead-worker", 10, 0)  # delivered to a worker that then died
+    assert drain_events() == 1  # the dead worker's delivery is reclaimed
+    # the same event id again through another route (seen-key expired, say)
+    runtime.redis.delete("lc:seen:email_sent-0")
+    accept(runtime, event("email_sent", 0))
+    drain_events()
+    state = runtime.store.contact("ann@example.com").state
+    assert state.counters == {"contact_attempts": 1}
+    assert len(runtime.store.timeline("ann@example.com")) == 2
+
+
+def test_a_contact_busy_in_another_worker_waits_its_turn(runtime):
+    accept(runtime, event("content_downloaded", 0), event("deal_won", 0, email="bo@example.com"))
+    other = runtime.store.lock(["ann@example.com"])
+    assert drain_events() == 1  # bo done; ann requeued, still in the inbox
+    assert runtime.store.contact("ann@example.com") is None
+    runtime.store.unlock(other)
+    assert drain_events() == 1
+    assert runtime.store.contact("ann@example.com").state.stage == "lead"
+
+
+def test_sandbox_sync_pushes_the_latest_state_once(runtime):
+    accept(runtime, event("content_downloaded", 0), event("form_submitted", 5, form="demo-request"))
+    drain_events()
+    assert runtime.store.dirty_count("sandbox") == 1  # two changes, one push
+    assert sync_dirty("sandbox") == 1
+    assert runtime.store.sandbox_view("ann@example.com")["stage"] == "marketing_qualified_lead"
+    record = runtime.store.sync_records("ann@example.com", ["sandbox"])["sandbox"]
+    assert (record["state"], record["synced_version"]) == ("synced", "2")  # one per event
+    assert runtime.store.dirty_count("sandbox") == 0
+
+
+def test_schedule_actions_become_rq_scheduled_jobs_that_re_enter(runtime):
+    accept(
+        runtime,
+        event("meeting_booked", 0),
+        event("email_replied", 60, subject="Not right now, next quarter"),
+    )
+    drain_events()
+    queue = Queue("events", connection=runtime.redis, serializer=JSONSerializer)
+    (job_id,) = ScheduledJobRegistry(queue=queue).get_job_ids()
+    job = queue.fetch_job(job_id)
+    assert job.func_name == "engine.pipeline.fire_scheduled"
+    assert job.args[0]["type"] == "revisit_due"
+    assert pipeline.fire_scheduled(*job.args) == "accepted"
+    assert pipeline.fire_scheduled(*job.args) == "duplicate"
+    drain_events()
+    state = runtime.store.contact("ann@example.com").state
+    assert state.status == "future_opportunity"
+    assert runtime.store.timeline("ann@example.com")[-1]["event_id"] == job_id
