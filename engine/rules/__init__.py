@@ -8,6 +8,7 @@ file:line: error: [rule] message.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from engine.errors import Problem, RulesError
@@ -37,7 +38,7 @@ class Rules:
     def vocab(self) -> Vocabulary:
         return self.ruleset.vocab
 
-    @property
+    @cached_property
     def by_name(self) -> dict[str, Rule]:
         return {rule.name: rule for rule in self.ruleset.rules}
 

@@ -41,6 +41,12 @@ MAX_SEQUENCE_EXPRESSIONS: create_ruleset fails with error 113 from about 40 part
 size, blocks of the rule are computed in Python instead."""
 
 
+def _flag(key: str, negate: bool) -> dict[str, Any]:
+    """A Python-computed condition: facts carry only the flags that are true (every extra field
+    slows durable-rules down), so a false flag is an absent one."""
+    return {"$nex": {f"d.{key}": 1}} if negate else {f"d.{key}": True}
+
+
 def _in_python(cond: Condition) -> Test:
     """A leaf standing for a whole condition, evaluated in Python into a `d.*` boolean."""
     return Test("", "condition", cond, 0)
@@ -113,11 +119,11 @@ class _Compiler:
     def leaf(self, test: Test, negate: bool) -> dict[str, Any]:
         op, path, value = test.op, test.path, test.value
         if op == "condition":
-            return {f"d.{self.derive(test)}": not negate}
+            return _flag(self.derive(test), negate)
         if path.startswith("contact.counters."):
             self.counters[path.removeprefix("contact.counters.")] = None
         if op in _DERIVED_OPS or (op == "exists" and path.startswith("props.")):
-            return {f"d.{self.derive(test)}": not negate}
+            return _flag(self.derive(test), negate)
         if op == "exists":
             return {("$nex" if value == negate else "$ex"): {path: 1}}
         if op in _STAGE_CMP:
@@ -290,9 +296,11 @@ class FactBuilder:
                 if number is not None:
                     _put(fact, num_at, number)
             for key, test in tests:
-                derived[key] = test(value)
+                if test(value):
+                    derived[key] = True
         for key, holds in self.blocks:
-            derived[key] = holds(event, state)
+            if holds(event, state):
+                derived[key] = True
         return fact
 
 
