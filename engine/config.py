@@ -59,6 +59,12 @@ class Settings:
         ]
         return [v for v in values if v]
 
+    def source_secret(self, source: str) -> str | None:
+        """The secret that verifies a source's deliveries (HubSpot uses its app's client secret)."""
+        if source == "hubspot":
+            return self.hubspot_client_secret
+        return self.webhook_secrets.get(source)
+
     @property
     def embedded(self) -> bool:
         return not self.redis_url

@@ -50,3 +50,28 @@ class RulesError(EngineError):
     def __init__(self, problems: list[Problem]):
         self.problems = [p for p in problems if p.severity == "error"] or problems
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class BadRequest(EngineError):
+    code = "bad_request"
+    http_status = 400
+
+
+class Unauthorized(EngineError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class NotFound(EngineError):
+    code = "not_found"
+    http_status = 404
+
+
+class PayloadTooLarge(EngineError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(EngineError):
+    code = "unsupported_media_type"
+    http_status = 415

@@ -1,0 +1,80 @@
+"""POST /webhooks/<source>: size and type checks -> verify -> parse -> durable accept -> 202."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from connectors import SOURCES
+from connectors.base.inbound import Delivery, InboundSource, Parsed
+from engine.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from engine.web.services import Services, services
+
+bp = Blueprint("webhooks", __name__)
+PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+log = logging.getLogger("engine.web.webhooks")
+
+
+class UnknownSource(NotFound):
+    code = "unknown_source"
+
+
+@bp.post("/webhooks/<source>")
+def receive(source: str):
+    svc = services()
+    spec = SOURCES.get(source)
+    if spec is None:
+        raise UnknownSource(f"no source named {source!r}; known: {', '.join(sorted(SOURCES))}")
+    secret = svc.settings.source_secret(spec.name)
+    if secret is None and not svc.settings.allow_unsigned_webhooks:
+        raise UnknownSource(
+            f"source {source!r} is not configured: set {spec.env_var} "
+            "(or ALLOW_UNSIGNED_WEBHOOKS=1 for local trials)"
+        )
+    delivery = _delivery(svc, spec)
+    spec.verify(delivery, secret)
+    parsed = spec.parse(delivery)
+    return _accept(svc, delivery, parsed)
+
+
+def _delivery(svc: Services, spec: InboundSource) -> Delivery:
+    if request.content_length is not None and request.content_length > spec.max_bytes:
+        raise PayloadTooLarge(f"{spec.name} deliveries are limited to {spec.max_bytes} bytes")
+    if request.mimetype not in spec.content_types:
+        expected = " or ".join(spec.content_types)
+        got = request.mimetype or "no content type"
+        raise UnsupportedMediaType(f"{spec.name} expects {expected}, got {got}")
+    body = request.stream.read(spec.max_bytes + 1)
+    if len(body) > spec.max_bytes:
+        raise PayloadTooLarge(f"{spec.name} deliveries are limited to {spec.max_bytes} bytes")
+    return Delivery(
+        source=spec.name,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        now=svc.now(),
+        query=request.args.to_dict(),
+        url=request.url,
+        method=request.method,
+    )
+
+
+def _accept(svc: Services, delivery: Delivery, parsed: Parsed):
+    result = svc.store.accept(parsed.events, delivery.now)
+    if parsed.unusable:
+        # The whole delivery is kept, so a replay after a fix sees exactly what the vendor sent;
+        # credentials are not kept.
+        reasons = "; ".join(sorted({u.reason for u in parsed.unusable}))
+        headers = {k: v for k, v in delivery.headers.items() if k not in PRIVATE_HEADERS}
+        svc.store.quarantine(delivery.source, reasons, delivery.body, headers, delivery.now)
+        log.info("%s.webhook.quarantined: %s", delivery.source, reasons)
+    if result.wake:
+        svc.wake_events()
+    body = {
+        "accepted": len(result.accepted),
+        "duplicates": len(result.duplicates),
+        "ignored": parsed.ignored,
+        "quarantined": len(parsed.unusable),
+        "events": [e.id for e in parsed.events],
+    }
+    return jsonify(body), 202
