@@ -133,7 +133,7 @@ def test_the_seed_story_through_the_api(client, worker):
     assert funnel["statuses"]["open_deal"] == 1
 
 
-# --- errors: each a JSON body with error and detail ------------------------------------------------
+# --- errors: each a JSON body with error and detail ---------------------------------------------
 
 
 def test_unknown_source_is_404(client):
