@@ -15,11 +15,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Until the web service and workers land (issue 3), `make run` shows the rules at work on the
-# example events, in memory.
+PORT ?= 8000
+
+# Web + worker (with scheduler) + embedded Redis under ./var/ when REDIS_URL is unset.
 run: $(STAMP)
 	$(BIN)/lifecycle check rules.yaml
-	$(BIN)/lifecycle simulate examples/events.jsonl
+	@PORT=$(PORT) $(BIN)/lifecycle info
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from engine import timeline
+from engine import config, embedded, timeline
 from engine.errors import InvalidEvent, RulesError
 from engine.model import BehaviorEvent, ContactState
 from engine.process import ContactReplay
@@ -131,6 +132,102 @@ def _read_events(stream) -> tuple[list[BehaviorEvent], int]:
             click.echo(f"{stream.name}:{number}: error: {exc.detail}", err=True)
             bad += 1
     return parsed, bad
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port (default: $PORT or 8000).")
+@click.option("--host", default=None, help="Interface (default: $HOST or 127.0.0.1).")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="gunicorn worker processes (default: $WEB_CONCURRENCY or the core count).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Threads per worker (sync workers measured fastest on 2 cores).",
+)
+def serve(port: int | None, host: str | None, workers: int | None, threads: int) -> None:
+    """Run the web service under gunicorn."""
+    settings = config.from_env()
+    port = port or settings.port
+    host = host or os.environ.get("HOST", "127.0.0.1")
+    workers = workers or int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "20",
+        "engine.web:create_app()",
+    ]
+    click.echo(f"lifecycle web on http://{host}:{port} ({workers} workers)")
+    os.execv(sys.executable, argv)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker for the events and sync queues, with the scheduler."""
+    from engine.worker import run_worker
+
+    run_worker(config.from_env(), burst=burst)
+
+
+@main.command("redis")
+def redis_server() -> None:
+    """Run the embedded Redis under ./var/ (for `make run`); idle when REDIS_URL is set."""
+    settings = config.from_env()
+    if not settings.embedded:
+        click.echo("REDIS_URL is set: no embedded Redis needed")
+        signal.pause()
+        return
+    embedded.var_dir(settings).mkdir(parents=True, exist_ok=True)
+    command = embedded.redis_command(settings)
+    click.echo(
+        f"embedded Redis at {embedded.redis_url(settings)} (append-only file in "
+        f"{embedded.var_dir(settings)})"
+    )
+    os.execv(command[0], command)
+
+
+@main.command()
+def info() -> None:
+    """Where the service is and how to send it a first event."""
+    settings = config.from_env()
+    token = embedded.api_token(settings)
+    url = f"http://127.0.0.1:{settings.port}"
+    if settings.api_token:
+        where, bearer = "API_TOKEN", "$API_TOKEN"
+    elif token:
+        where = f"generated, in {embedded.var_dir(settings) / 'api_token'}"
+        bearer = f"$(cat {embedded.var_dir(settings) / 'api_token'})"
+    else:
+        where, bearer = "unset: set API_TOKEN", "<API_TOKEN>"
+    click.echo(f"""
+  Lifecycle engine: {url}    (health: {url}/healthz)
+  Redis:            {embedded.redis_url(settings)}
+  CRM targets:      {", ".join(settings.crm_targets)}
+  API token:        {where}
+
+  Send a first event, then look at the contact:
+    curl -s -X POST {url}/api/events -H "Authorization: Bearer {bearer}" \\
+      -H 'Content-Type: application/json' \\
+      -d '{{"id": "first-1", "type": "content_downloaded", "email": "ann@example.com",
+           "occurred_at": "2026-11-26T10:00:00Z", "properties": {{"asset": "guide.pdf"}}}}'
+    curl -s {url}/api/contacts/ann@example.com -H "Authorization: Bearer {bearer}"
+""")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,19 @@ def api_token(settings: Settings) -> str | None:
     path = var_dir(settings) / "api_token"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(24))
+    for _ in range(50):
+        token = path.read_text().strip()
+        if token:
+            return token
+        time.sleep(0.01)  # the other process is still writing it
+    raise RuntimeError(f"{path} is empty: delete it and start again")
 
 
 def redis_command(settings: Settings) -> list[str]:

@@ -27,7 +27,7 @@ from connectors.base.crm import CrmClient
 from connectors.sandbox.client import SandboxClient
 from engine import timeline
 from engine.config import Settings
-from engine.model import BehaviorEvent, Vocabulary
+from engine.model import BehaviorEvent, Vocabulary, format_time
 from engine.process import Step, step
 from engine.rules.reload import RulesReloader
 from engine.store import NO_STAGE, Commit, Contact, InboxEntry, Store, requeue, set_aside, write
@@ -213,7 +213,7 @@ def _account(
             commit.counters.append(("funnel:reached", stage, 1))
             hours = max(0.0, (event.occurred_at - first_seen).total_seconds() / 3600)
             commit.hours.append((stage, email, round(hours, 3)))
-            contact.reached[stage] = event.occurred_at.isoformat()
+            contact.reached[stage] = format_time(event.occurred_at)
     if after.status != before.status:
         if before.status:
             commit.counters.append(("statuses", before.status, -1))

@@ -16,7 +16,7 @@ from engine.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from engine.model import normalize_email
+from engine.model import format_time, normalize_email
 from engine.web.services import Services, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -108,7 +108,7 @@ def explain(svc: Services, stored: Any) -> dict[str, Any]:
         "counters": dict(state.counters),
         "crm_ids": dict(state.crm_ids),
         "version": state.version,
-        "first_seen_at": stored.first_seen_at.isoformat() if stored.first_seen_at else None,
+        "first_seen_at": format_time(stored.first_seen_at) if stored.first_seen_at else None,
         "sync": sync,
         "timeline": svc.store.timeline(state.email),
     }
