@@ -102,6 +102,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         salesforce_api_version=env.get("SALESFORCE_API_VERSION") or "v64.0",
         salesforce_org_id=env.get("SALESFORCE_ORG_ID") or None,
         embedded_dir=env.get("LIFECYCLE_VAR_DIR") or DEFAULT_EMBEDDED_DIR,
+        event_batch_size=_int(env, "LIFECYCLE_BATCH_SIZE", 200),
+        reclaim_after_seconds=_float(env, "LIFECYCLE_RECLAIM_SECONDS", 30.0),
+        idempotency_days=_int(env, "LIFECYCLE_IDEMPOTENCY_DAYS", 30),
     )
 
 
@@ -113,6 +116,16 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{key} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from None
 
 
 def _targets(raw: str | None, hubspot: bool, salesforce: bool) -> tuple[str, ...]:

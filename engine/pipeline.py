@@ -27,10 +27,21 @@ from connectors.base.crm import CrmClient
 from connectors.sandbox.client import SandboxClient
 from engine import timeline
 from engine.config import Settings
-from engine.model import BehaviorEvent, Vocabulary, format_time
+from engine.errors import InvalidEvent
+from engine.model import BehaviorEvent, Vocabulary, format_time, parse_time
 from engine.process import Step, step
 from engine.rules.reload import RulesReloader
-from engine.store import NO_STAGE, Commit, Contact, InboxEntry, Store, requeue, set_aside, write
+from engine.store import (
+    LATENCY_BUCKETS,
+    NO_STAGE,
+    Commit,
+    Contact,
+    InboxEntry,
+    Store,
+    requeue,
+    set_aside,
+    write,
+)
 
 log = logging.getLogger("engine.pipeline")
 
@@ -188,6 +199,7 @@ def _apply(
             result = step(rules, contact.state, event)
             _account(commit, contact, result, rules.vocab, runtime.crms)
             commit.timeline.setdefault(email, []).append(_entry_json(result, now))
+            _measure(commit, result, entry, now)
             commit.done.append(event.id)
             scheduled.extend(s.event for s in result.scheduled)
         commit.contacts[email] = contact
@@ -204,26 +216,42 @@ def _account(
         contact.new = False
         contact.first_seen_at = event.occurred_at
         commit.new_contacts[email] = event.occurred_at.timestamp()
-        commit.counters.append(("funnel:current", NO_STAGE, 1))
+        commit.counters["funnel:current", NO_STAGE] += 1
     first_seen = contact.first_seen_at or event.occurred_at
     if after.stage != before.stage:
-        commit.counters.append(("funnel:current", before.stage or NO_STAGE, -1))
-        commit.counters.append(("funnel:current", after.stage, 1))
+        commit.counters["funnel:current", before.stage or NO_STAGE] -= 1
+        commit.counters["funnel:current", after.stage] += 1
         for stage in vocab.stages[vocab.rank(before.stage) + 1 : vocab.rank(after.stage) + 1]:
-            commit.counters.append(("funnel:reached", stage, 1))
+            commit.counters["funnel:reached", stage] += 1
             hours = max(0.0, (event.occurred_at - first_seen).total_seconds() / 3600)
             commit.hours.append((stage, email, round(hours, 3)))
             contact.reached[stage] = format_time(event.occurred_at)
     if after.status != before.status:
         if before.status:
-            commit.counters.append(("statuses", before.status, -1))
-        commit.counters.append(("statuses", after.status, 1))
+            commit.counters["statuses", before.status] -= 1
+        commit.counters["statuses", after.status] += 1
     for rule in result.fired:
-        commit.counters.append(("rules:fired", rule, 1))
+        commit.counters["rules:fired", rule] += 1
     if after.version != before.version:
         for crm in crms:
             commit.dirty.setdefault(crm, set()).add(email)
     contact.state = after
+
+
+def _measure(commit: Commit, result: Step, entry: InboxEntry, now: datetime) -> None:
+    counters = commit.counters
+    counters["metrics", "processed|events"] += 1
+    for change in result.changes:
+        counters["metrics", f"changes|{change.outcome}"] += 1
+    try:
+        latency = max(0.0, (now - parse_time(entry.raw["at"])).total_seconds())
+    except (KeyError, InvalidEvent):
+        return
+    counters["metrics", "latency_count|accept_to_commit"] += 1
+    counters["metrics", "latency_sum_ms|accept_to_commit"] += round(latency * 1000)
+    for bound in LATENCY_BUCKETS:
+        if latency <= bound:
+            counters["metrics", f"latency_le|{bound}"] += 1
 
 
 def _entry_json(result: Step, now: datetime) -> str:
@@ -247,7 +275,7 @@ def _schedule(runtime: Runtime, events: Sequence[BehaviorEvent], pipe: Any) -> N
 def fire_scheduled(event: dict[str, Any]) -> str:
     """A delayed event is due: it enters the inbox like any other (a repeat is a duplicate)."""
     runtime = Runtime.current()
-    accepted = runtime.store.accept([BehaviorEvent.from_dict(event)], runtime.clock())
+    accepted = runtime.store.accept([BehaviorEvent.from_dict(event)], runtime.clock(), "schedule")
     if accepted.wake:
         wake_events(runtime)
     return "accepted" if accepted.accepted else "duplicate"

@@ -26,8 +26,10 @@ the inbox acknowledgement in one MULTI/EXEC, fenced by the contact locks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +44,9 @@ P = "lc:"
 INBOX = P + "inbox"
 GROUP = "events"
 QUARANTINE = P + "quarantine"
+METRICS = P + "metrics"
+"""hash of cluster-wide counters, "<name>|<label>" -> count (read by /metrics)"""
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 NO_STAGE = "_none"
 LOCK_MS = 30_000
 WAKE_SECONDS = 60
@@ -57,11 +62,12 @@ class StoreUnavailable(EngineError):
 
 
 _ACCEPT = """
--- KEYS: inbox, wake flag, then one seen:<id> key per event
--- ARGV: ttl seconds, accepted_at, wake flag ttl, then (id, source, event json) per event
+-- KEYS: inbox, wake flag, metrics, then one seen:<id> key per event
+-- ARGV: ttl seconds, accepted_at, wake flag ttl, channel, ignored, quarantined,
+--       then (id, source, event json) per event
 local accepted, duplicates = {}, {}
-for i = 3, #KEYS do
-  local a = 4 + (i - 3) * 3
+for i = 4, #KEYS do
+  local a = 7 + (i - 4) * 3
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 2], 'src', ARGV[a + 1], 'at', ARGV[2])
     accepted[#accepted + 1] = ARGV[a]
@@ -69,17 +75,25 @@ for i = 3, #KEYS do
     duplicates[#duplicates + 1] = ARGV[a]
   end
 end
+local c = ARGV[4]
+redis.call('HINCRBY', KEYS[3], 'received|' .. c, #KEYS - 3)
+redis.call('HINCRBY', KEYS[3], 'accepted|' .. c, #accepted)
+redis.call('HINCRBY', KEYS[3], 'duplicate|' .. c, #duplicates)
+redis.call('HINCRBY', KEYS[3], 'ignored|' .. c, ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'quarantined|' .. c, ARGV[6])
 local wake = 0
 if #accepted > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then wake = 1 end
 return {wake, accepted, duplicates}
 """
 
 _SYNCED = """
--- KEYS: dirty set, sync record, contact; ARGV: email, pushed version, crm id, time
+-- KEYS: dirty set, sync record, contact, metrics
+-- ARGV: email, pushed version, crm id, time, metrics field
 local raw = redis.call('GET', KEYS[3])
 local current = raw and cjson.decode(raw)['state']['version'] or -1
 redis.call('HSET', KEYS[2], 'synced_version', ARGV[2], 'error', '', 'updated_at', ARGV[4],
            'attempts', 0)
+redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'crm_id', ARGV[3]) end
 if tonumber(current) == tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[1], ARGV[1])
@@ -190,12 +204,18 @@ class Store:
 
     # --- accept -------------------------------------------------------------------------------
 
-    def accept(self, events: Sequence[BehaviorEvent], now: datetime) -> Accepted:
-        """Make events durable and idempotent. Only after this returns may the caller answer 2xx."""
-        if not events:
-            return Accepted([], [], False)
-        keys = [INBOX, wake_key("events"), *(f"{P}seen:{e.id}" for e in events)]
-        args: list[Any] = [self.ttl, format_time(now), WAKE_SECONDS]
+    def accept(
+        self,
+        events: Sequence[BehaviorEvent],
+        now: datetime,
+        channel: str = "api",
+        ignored: int = 0,
+        quarantined: int = 0,
+    ) -> Accepted:
+        """Make events durable and idempotent. Only after this returns may the caller answer 2xx.
+        `channel` (the webhook source, or "api") and the counts feed the metrics."""
+        keys = [INBOX, wake_key("events"), METRICS, *(f"{P}seen:{e.id}" for e in events)]
+        args: list[Any] = [self.ttl, format_time(now), WAKE_SECONDS, channel, ignored, quarantined]
         for event in events:
             args += [event.id, event.source, json.dumps(event.to_dict())]
         with unavailable_as_error():
@@ -215,6 +235,15 @@ class Store:
         }
         with unavailable_as_error():
             return _text(self.redis.xadd(QUARANTINE, fields))
+
+    def count(self, name: str, label: str, by: int = 1) -> None:
+        """Bump a counter (an error answered, say); never fails the caller."""
+        with contextlib.suppress(redis.RedisError):
+            self.redis.hincrby(METRICS, f"{name}|{label}", by)
+
+    def metrics(self) -> dict[str, int]:
+        with unavailable_as_error():
+            return {_text(k): int(float(v)) for k, v in self.redis.hgetall(METRICS).items()}
 
     def quarantined(self, count: int = 100) -> list[dict[str, Any]]:
         with unavailable_as_error():
@@ -336,8 +365,8 @@ class Store:
 
     def mark_synced(self, crm: str, state: ContactState, crm_id: str | None, now: datetime) -> bool:
         """Record a successful push; the contact leaves the dirty set unless it changed since."""
-        keys = [dirty_key(crm), sync_key(crm, state.email), contact_key(state.email)]
-        args = [state.email, state.version, crm_id or "", format_time(now)]
+        keys = [dirty_key(crm), sync_key(crm, state.email), contact_key(state.email), METRICS]
+        args = [state.email, state.version, crm_id or "", format_time(now), f"sync|{crm}|synced"]
         return bool(self._synced(keys=keys, args=args))
 
     def mark_failed(self, crm: str, email: str, error: str, dead: bool, now: datetime) -> None:
@@ -352,6 +381,7 @@ class Store:
         }
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=record)
+            pipe.hincrby(METRICS, f"sync|{crm}|{'dead_letter' if dead else 'retry'}", 1)
             if dead:
                 pipe.zrem(dirty_key(crm), email)
                 pipe.zadd(f"{P}dead:{crm}", {email: now.timestamp()})
@@ -429,8 +459,8 @@ class Commit:
     timeline: dict[str, list[str]] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)
     acks: list[str] = field(default_factory=list)
-    counters: list[tuple[str, str, int]] = field(default_factory=list)
-    """(hash key, field, increment)"""
+    counters: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(hash key under lc:, field) -> increment, summed over the batch"""
     hours: list[tuple[str, str, float]] = field(default_factory=list)
     """(stage, email, hours to reach)"""
     dirty: dict[str, set[str]] = field(default_factory=dict)
@@ -471,8 +501,9 @@ def _write_contacts(pipe: Any, store: Store, commit: Commit) -> None:
         pipe.set(done_key(event_id), "1", ex=store.ttl)
     if commit.new_contacts:
         pipe.zadd(f"{P}contacts", commit.new_contacts, nx=True)
-    for key, name, by in commit.counters:
-        pipe.hincrby(f"{P}{key}", name, by)
+    for (key, name), by in commit.counters.items():
+        if by:
+            pipe.hincrby(f"{P}{key}", name, by)
     for stage, email, hours in commit.hours:
         pipe.zadd(f"{P}funnel:hours:{stage}", {email: hours}, nx=True)
     for crm, emails in commit.dirty.items():

@@ -267,3 +267,25 @@ def test_redis_down_is_503_never_500(redis_client):
     assert (response.status_code, response.json["error"]) == (503, "store_unavailable")
     api = client.post("/api/events", json=event(), headers=AUTH)
     assert api.status_code == 503
+
+
+def test_metrics_count_deliveries_refusals_processing_and_latency(client, worker):
+    post_webhook(client, event())
+    post_webhook(client, event(), msg_id="again")
+    post_webhook(client, event(), secret="whsec_" + "B" * 32)
+    client.post("/api/events", json=event("evt-2", email="bo@example.com"), headers=AUTH)
+    drain_events()
+    sync_dirty("sandbox")
+    text = client.get("/metrics").get_data(as_text=True)
+    for line in (
+        'lifecycle_events_total{outcome="accepted",source="standard"} 1.0',
+        'lifecycle_events_total{outcome="duplicate",source="standard"} 1.0',
+        'lifecycle_events_total{outcome="accepted",source="api"} 1.0',
+        'lifecycle_requests_rejected_total{error="bad_signature",source="standard"} 1.0',
+        "lifecycle_events_processed_total 2.0",
+        'lifecycle_rule_fires_total{rule="content-download-makes-lead"} 2.0',
+        'lifecycle_sync_results_total{crm="sandbox",result="synced"} 2.0',
+        'lifecycle_queue_depth{queue="inbox_backlog"} 0.0',
+        "lifecycle_accept_to_commit_seconds_count 2.0",
+    ):
+        assert line in text, line

@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, request
 from connectors.standard.inbound import to_event
 from engine.errors import (
     BadRequest,
+    EngineError,
     InvalidEvent,
     NotFound,
     PayloadTooLarge,
@@ -145,3 +146,9 @@ def funnel_report(svc: Services) -> dict[str, Any]:
         "rules": {r.name: {"fired": fired.get(r.name, 0)} for r in rules.ruleset.rules},
         "rules_version": rules.version,
     }
+
+
+@bp.errorhandler(EngineError)
+def refused(exc: EngineError):
+    services().store.count("rejected", f"api|{exc.code}")
+    return jsonify(exc.to_dict()), exc.http_status

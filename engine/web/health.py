@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.store import StoreUnavailable
+from engine.web import metrics
 from engine.web.services import services
 
 bp = Blueprint("health", __name__)
@@ -26,3 +28,10 @@ def healthz():
             "rules_error": rules.status.error,
         }
     )
+
+
+@bp.get("/metrics")
+def metrics_view():
+    svc = services()
+    body = metrics.render(svc.store, svc.settings.crm_targets)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from connectors import SOURCES
 from connectors.base.inbound import Delivery, InboundSource, Parsed
-from engine.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from engine.errors import EngineError, NotFound, PayloadTooLarge, UnsupportedMediaType
 from engine.web.services import Services, services
 
 bp = Blueprint("webhooks", __name__)
@@ -60,7 +60,9 @@ def _delivery(svc: Services, spec: InboundSource) -> Delivery:
 
 
 def _accept(svc: Services, delivery: Delivery, parsed: Parsed):
-    result = svc.store.accept(parsed.events, delivery.now)
+    result = svc.store.accept(
+        parsed.events, delivery.now, delivery.source, parsed.ignored, len(parsed.unusable)
+    )
     if parsed.unusable:
         # The whole delivery is kept, so a replay after a fix sees exactly what the vendor sent;
         # credentials are not kept.
@@ -78,3 +80,13 @@ def _accept(svc: Services, delivery: Delivery, parsed: Parsed):
         "events": [e.id for e in parsed.events],
     }
     return jsonify(body), 202
+
+
+@bp.errorhandler(EngineError)
+def refused(exc: EngineError):
+    """Every refusal is counted by source and error, and logged under its own key."""
+    source = (request.view_args or {}).get("source", "?")
+    source = source if source in SOURCES else "unknown"
+    log.info("%s.webhook.%s: %s", source, exc.code, exc.detail)
+    services().store.count("rejected", f"{source}|{exc.code}")
+    return jsonify(exc.to_dict()), exc.http_status
