@@ -202,6 +202,67 @@ def redis_server() -> None:
     os.execv(command[0], command)
 
 
+def _services():
+    from engine.web.services import Services
+
+    return Services(config.from_env())
+
+
+@main.command()
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="The explain view as JSON.")
+def contact(email: str, as_json: bool) -> None:
+    """A contact's stage, status, counters, sync state and timeline (the explain view)."""
+    from engine.model import ContactState, normalize_email
+    from engine.store import StoreUnavailable
+    from engine.web.api import explain
+
+    svc = _services()
+    try:
+        stored = svc.store.contact(normalize_email(email))
+    except (InvalidEvent, StoreUnavailable) as exc:
+        raise click.ClickException(exc.detail) from None
+    if stored is None:
+        raise click.ClickException(f"no contact {email}")
+    view = explain(svc, stored)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    state = ContactState(view["email"], view["stage"], view["status"], view["counters"])
+    click.echo(timeline.render(state, view["timeline"]))
+    for crm, sync in view["sync"].items():
+        error = f", error: {sync['error']}" if sync["error"] else ""
+        click.echo(f"  sync {crm}: {sync['state']} (version {sync['synced_version']}){error}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="The funnel report as JSON.")
+def funnel(as_json: bool) -> None:
+    """Contacts per stage now and ever, conversion between stages, median time to reach."""
+    from engine.store import StoreUnavailable
+    from engine.web.api import funnel_report
+
+    try:
+        report = funnel_report(_services())
+    except StoreUnavailable as exc:
+        raise click.ClickException(exc.detail) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{report['total_contacts']} contacts (rules {report['rules_version']})")
+    click.echo(f"  {'stage':<26}{'now':>8}{'reached':>9}{'conv.':>8}{'median h':>10}")
+    for row in report["stages"]:
+        conversion = row["conversion_from_previous"]
+        median = row["median_hours_to_reach"]
+        click.echo(
+            f"  {row['stage']:<26}{row['current']:>8}{row['reached']:>9}"
+            f"{f'{conversion:.0%}' if conversion is not None else '-':>8}"
+            f"{f'{median:.1f}' if median is not None else '-':>10}"
+        )
+    statuses = ", ".join(f"{k} {v}" for k, v in report["statuses"].items() if v)
+    click.echo(f"  lead statuses: {statuses or 'none yet'}")
+
+
 @main.command()
 def info() -> None:
     """Where the service is and how to send it a first event."""

@@ -289,3 +289,24 @@ def test_metrics_count_deliveries_refusals_processing_and_latency(client, worker
         "lifecycle_accept_to_commit_seconds_count 2.0",
     ):
         assert line in text, line
+
+
+def test_cli_contact_and_funnel_read_the_same_views(client, worker, redis_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    client.post("/api/events", json=event(), headers=AUTH)
+    drain_events()
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    runner = CliRunner()
+    shown = runner.invoke(main, ["contact", "ANN@example.com"])
+    assert shown.exit_code == 0, shown.output
+    assert "ann@example.com: stage lead, status (none)" in shown.output
+    assert "content-download-makes-lead: stage subscriber -> lead applied" in shown.output
+    report = runner.invoke(main, ["funnel"])
+    assert report.exit_code == 0, report.output
+    assert "1 contacts" in report.output
+    assert "lead" in report.output
+    missing = runner.invoke(main, ["contact", "nobody@example.com"])
+    assert missing.exit_code == 1 and "no contact nobody@example.com" in missing.output
