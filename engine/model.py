@@ -57,6 +57,7 @@ STANDARD_EVENT_TYPES: tuple[str, ...] = (
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_EVENT_ID = 256
+_REQUIRED = ("id", "type", "email", "occurred_at")
 
 
 def normalize_email(raw: object) -> str:
@@ -108,7 +109,11 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class BehaviorEvent:
-    """A normalized behaviour event (DESIGN §4). `id` is the idempotency key."""
+    """A normalized behaviour event (DESIGN §4). `id` is the idempotency key.
+
+    An event from a CRM webhook may know only the CRM's record id (`crm`, `crm_id`): it is accepted
+    with an empty email and resolved to one in the worker, never in the web process.
+    """
 
     id: str
     type: str
@@ -116,6 +121,8 @@ class BehaviorEvent:
     occurred_at: datetime
     source: str = "standard"
     properties: Mapping[str, Any] = field(default_factory=dict)
+    crm: str | None = None
+    crm_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > MAX_EVENT_ID:
@@ -130,17 +137,25 @@ class BehaviorEvent:
             raise InvalidEvent("source must be a non-empty string")
         if not isinstance(self.properties, Mapping):
             raise InvalidEvent("properties must be an object")
-        object.__setattr__(self, "email", normalize_email(self.email))
+        if (self.crm is None) != (self.crm_id is None):
+            raise InvalidEvent("crm and crm_id go together")
+        if self.crm_id is not None and (not isinstance(self.crm_id, str) or not self.crm_id):
+            raise InvalidEvent("crm_id must be a non-empty string")
+        if not self.email and self.crm_id:
+            object.__setattr__(self, "email", "")  # resolved by the worker
+        else:
+            object.__setattr__(self, "email", normalize_email(self.email))
         object.__setattr__(self, "occurred_at", parse_time(self.occurred_at))
 
     @classmethod
     def from_dict(cls, data: object) -> BehaviorEvent:
         if not isinstance(data, Mapping):
             raise InvalidEvent("an event must be a JSON object")
-        missing = [k for k in ("id", "type", "email", "occurred_at") if data.get(k) in (None, "")]
+        required = ("id", "type", "occurred_at") if data.get("crm_id") else _REQUIRED
+        missing = [k for k in required if data.get(k) in (None, "")]
         if missing:
             raise InvalidEvent(f"event is missing {', '.join(missing)}")
-        unknown = set(data) - {"id", "type", "email", "occurred_at", "source", "properties"}
+        unknown = set(data) - {*_REQUIRED, "source", "properties", "crm", "crm_id"}
         if unknown:
             raise InvalidEvent(f"unknown event field(s): {', '.join(sorted(unknown))}")
         return cls(
@@ -150,6 +165,8 @@ class BehaviorEvent:
             occurred_at=data["occurred_at"],
             source=data.get("source") or "standard",
             properties=data.get("properties") or {},
+            crm=data.get("crm"),
+            crm_id=data.get("crm_id"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,7 +177,12 @@ class BehaviorEvent:
             "occurred_at": format_time(self.occurred_at),
             "source": self.source,
             "properties": dict(self.properties),
+            **({"crm": self.crm, "crm_id": self.crm_id} if self.crm_id else {}),
         }
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.email)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,6 +156,7 @@ def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
     unreadable = [e for e in entries if e.event is None]
     if unreadable:
         set_aside(store, unreadable, now)
+    entries, parked = _resolve(runtime, [e for e in entries if e.event is not None])
     by_contact: dict[str, list[InboxEntry]] = defaultdict(list)
     for entry in entries:
         if entry.event is not None:
@@ -175,8 +176,33 @@ def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
         store.unlock(tokens)
         raise
     requeue(store, busy)  # another worker holds these contacts: try again after it
+    if commit.crm_ids and store.unpark({(crm, i) for _, crm, i in commit.crm_ids}):
+        store.set_wake("events")  # this job's next read picks them up
     _wake_sync(runtime, commit)
-    return len(entries) - len(busy)
+    return len(entries) - len(busy) + parked + len(unreadable)
+
+
+def _resolve(runtime: Runtime, entries: list[InboxEntry]) -> tuple[list[InboxEntry], int]:
+    """Events that know only a CRM record id get the contact's email from the ids learned so far;
+    the rest wait (parked) until that id is learned. Returns (usable entries, how many parked)."""
+    pending = [e for e in entries if not e.event.resolved]  # type: ignore[union-attr]
+    if not pending:
+        return entries, 0
+    refs = [(e.event.crm, e.event.crm_id) for e in pending]  # type: ignore[union-attr]
+    found = runtime.store.crm_emails(refs)
+    usable, waiting = [], []
+    for entry in entries:
+        event = entry.event
+        assert event is not None
+        if event.resolved:
+            usable.append(entry)
+        elif (email := found.get((event.crm, event.crm_id))) is not None:  # type: ignore[arg-type]
+            usable.append(replace(entry, event=replace(event, email=email)))
+        else:
+            waiting.append(entry)
+    if waiting:
+        runtime.store.park(waiting)
+    return usable, len(waiting)
 
 
 def _apply(
@@ -201,6 +227,8 @@ def _apply(
             commit.timeline.setdefault(email, []).append(_entry_json(result, now))
             _measure(commit, result, entry, now)
             commit.done.append(event.id)
+            if event.crm and event.crm_id:
+                commit.crm_ids.add((email, event.crm, event.crm_id))
             scheduled.extend(s.event for s in result.scheduled)
         commit.contacts[email] = contact
     return commit, scheduled

@@ -16,6 +16,9 @@ Keys (all under `lc:`):
     dirty:<crm>           sorted set email -> when it first needed a push to that CRM
     sync:<crm>:<email>    hash: synced_version, state (synced|pending|dead_letter), error
     lock:<email>          per-contact lock (token), so one contact's events apply one at a time
+    crmid:<crm>:<id>      email of the contact a CRM knows by that record id (learned)
+    crmids:<email>        hash crm -> record id
+    unresolved:<crm>:<id> inbox entries waiting for that record id to be learned
     quarantine            stream of deliveries kept for inspection (unusable input)
     wake:<name>           "a job is already on its way" flags (see `wake`)
 
@@ -62,12 +65,16 @@ class StoreUnavailable(EngineError):
 
 
 _ACCEPT = """
--- KEYS: inbox, wake flag, metrics, then one seen:<id> key per event
+-- KEYS: inbox, wake flag, metrics, one once:<value> key per one-time value, then one
+--       seen:<id> key per event
 -- ARGV: ttl seconds, accepted_at, wake flag ttl, channel, ignored, quarantined,
---       then (id, source, event json) per event
+--       number of one-time values, then (id, source, event json) per event
+local once = tonumber(ARGV[7])
+for i = 4, 3 + once do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
+local first = 4 + once
 local accepted, duplicates = {}, {}
-for i = 4, #KEYS do
-  local a = 7 + (i - 4) * 3
+for i = first, #KEYS do
+  local a = 8 + (i - first) * 3
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[a + 2], 'src', ARGV[a + 1], 'at', ARGV[2])
     accepted[#accepted + 1] = ARGV[a]
@@ -76,7 +83,7 @@ for i = 4, #KEYS do
   end
 end
 local c = ARGV[4]
-redis.call('HINCRBY', KEYS[3], 'received|' .. c, #KEYS - 3)
+redis.call('HINCRBY', KEYS[3], 'received|' .. c, #KEYS - first + 1)
 redis.call('HINCRBY', KEYS[3], 'accepted|' .. c, #accepted)
 redis.call('HINCRBY', KEYS[3], 'duplicate|' .. c, #duplicates)
 redis.call('HINCRBY', KEYS[3], 'ignored|' .. c, ARGV[5])
@@ -88,12 +95,16 @@ return {wake, accepted, duplicates}
 
 _SYNCED = """
 -- KEYS: dirty set, sync record, contact, metrics
--- ARGV: email, pushed version, crm id, time, metrics field
+-- ARGV: email, pushed version, crm id, time, metrics field, crm name
 local raw = redis.call('GET', KEYS[3])
 local current = raw and cjson.decode(raw)['state']['version'] or -1
 redis.call('HSET', KEYS[2], 'synced_version', ARGV[2], 'error', '', 'updated_at', ARGV[4],
            'attempts', 0)
 redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[1])
+  redis.call('HSET', KEYS[6], ARGV[6], ARGV[3])
+end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'crm_id', ARGV[3]) end
 if tonumber(current) == tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[1], ARGV[1])
@@ -181,6 +192,39 @@ def sync_key(crm: str, email: str) -> str:
     return f"{P}sync:{crm}:{email}"
 
 
+def once_key(value: str) -> str:
+    return f"{P}once:{value}"
+
+
+def crmid_key(crm: str, crm_id: str) -> str:
+    return f"{P}crmid:{crm}:{crm_id}"
+
+
+def crmids_key(email: str) -> str:
+    return f"{P}crmids:{email}"
+
+
+def unresolved_key(crm: str, crm_id: str) -> str:
+    return f"{P}unresolved:{crm}:{crm_id}"
+
+
+_UNPARK = """
+-- KEYS: inbox, then unresolved lists; returns how many entries went back to the inbox
+local moved = 0
+for i = 2, #KEYS do
+  for _, raw in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do
+    local fields = cjson.decode(raw)
+    local flat = {}
+    for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+    redis.call('XADD', KEYS[1], '*', unpack(flat))
+    moved = moved + 1
+  end
+  redis.call('DEL', KEYS[i])
+end
+return moved
+"""
+
+
 def wake_key(name: str) -> str:
     return f"{P}wake:{name}"
 
@@ -194,6 +238,7 @@ class Store:
         self._accept = client.register_script(_ACCEPT)
         self._release = client.register_script(_RELEASE)
         self._synced = client.register_script(_SYNCED)
+        self._unpark = client.register_script(_UNPARK)
         self._group_ready = False
 
     # --- health -------------------------------------------------------------------------------
@@ -211,11 +256,21 @@ class Store:
         channel: str = "api",
         ignored: int = 0,
         quarantined: int = 0,
+        once: Sequence[str] = (),
     ) -> Accepted:
         """Make events durable and idempotent. Only after this returns may the caller answer 2xx.
-        `channel` (the webhook source, or "api") and the counts feed the metrics."""
-        keys = [INBOX, wake_key("events"), METRICS, *(f"{P}seen:{e.id}" for e in events)]
-        args: list[Any] = [self.ttl, format_time(now), WAKE_SECONDS, channel, ignored, quarantined]
+        `channel` (the webhook source, or "api") and the counts feed the metrics; `once` values
+        (replay tokens) are remembered in the same atomic step."""
+        keys = [
+            INBOX,
+            wake_key("events"),
+            METRICS,
+            *(once_key(value) for value in once),
+            *(f"{P}seen:{e.id}" for e in events),
+        ]
+        args: list[Any] = [
+            self.ttl, format_time(now), WAKE_SECONDS, channel, ignored, quarantined, len(once)
+        ]  # fmt: skip
         for event in events:
             args += [event.id, event.source, json.dumps(event.to_dict())]
         with unavailable_as_error():
@@ -235,6 +290,11 @@ class Store:
         }
         with unavailable_as_error():
             return _text(self.redis.xadd(QUARANTINE, fields))
+
+    def was_used(self, value: str) -> bool:
+        """Whether an accepted delivery already carried this one-time value."""
+        with unavailable_as_error():
+            return bool(self.redis.exists(once_key(value)))
 
     def count(self, name: str, label: str, by: int = 1) -> None:
         """Bump a counter (an error answered, say); never fails the caller."""
@@ -334,6 +394,36 @@ class Store:
         flags = self.redis.mget([done_key(i) for i in event_ids])
         return {i for i, flag in zip(event_ids, flags, strict=True) if flag}
 
+    def crm_ids(self, email: str) -> dict[str, str]:
+        with unavailable_as_error():
+            raw = self.redis.hgetall(crmids_key(email))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def crm_emails(self, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Emails of contacts known by CRM record id (learned from earlier events and pushes)."""
+        if not refs:
+            return {}
+        found = self.redis.mget([crmid_key(crm, crm_id) for crm, crm_id in refs])
+        return {ref: _text(email) for ref, email in zip(refs, found, strict=True) if email}
+
+    def park(self, entries: Sequence[InboxEntry]) -> None:
+        """Events whose CRM record id is not known yet wait beside the inbox, one list per id."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                event = entry.event
+                assert event is not None and event.crm and event.crm_id
+                pipe.rpush(unresolved_key(event.crm, event.crm_id), json.dumps(entry.raw))
+            pipe.xack(INBOX, GROUP, *(e.entry_id for e in entries))
+            pipe.execute()
+
+    def unpark(self, refs: Iterable[tuple[str, str]]) -> int:
+        """Put events waiting for these record ids back in the inbox; returns how many."""
+        keys = [unresolved_key(crm, crm_id) for crm, crm_id in refs]
+        return int(self._unpark(keys=[INBOX, *keys])) if keys else 0
+
+    def unresolved_count(self) -> int:
+        return sum(1 for _ in self.redis.scan_iter(f"{P}unresolved:*", count=1000))
+
     def timeline(self, email: str) -> list[dict[str, Any]]:
         with unavailable_as_error():
             return [json.loads(item) for item in self.redis.lrange(timeline_key(email), 0, -1)]
@@ -365,8 +455,22 @@ class Store:
 
     def mark_synced(self, crm: str, state: ContactState, crm_id: str | None, now: datetime) -> bool:
         """Record a successful push; the contact leaves the dirty set unless it changed since."""
-        keys = [dirty_key(crm), sync_key(crm, state.email), contact_key(state.email), METRICS]
-        args = [state.email, state.version, crm_id or "", format_time(now), f"sync|{crm}|synced"]
+        keys = [
+            dirty_key(crm),
+            sync_key(crm, state.email),
+            contact_key(state.email),
+            METRICS,
+            crmid_key(crm, crm_id or ""),
+            crmids_key(state.email),
+        ]
+        args = [
+            state.email,
+            state.version,
+            crm_id or "",
+            format_time(now),
+            f"sync|{crm}|synced",
+            crm,
+        ]
         return bool(self._synced(keys=keys, args=args))
 
     def mark_failed(self, crm: str, email: str, error: str, dead: bool, now: datetime) -> None:
@@ -465,6 +569,8 @@ class Commit:
     """(stage, email, hours to reach)"""
     dirty: dict[str, set[str]] = field(default_factory=dict)
     new_contacts: dict[str, float] = field(default_factory=dict)
+    crm_ids: set[tuple[str, str, str]] = field(default_factory=set)
+    """(email, crm, record id) learned from events that carried both"""
     now: float = 0.0
     """Processing time (epoch seconds): when dirty contacts became due for a push."""
 
@@ -506,6 +612,9 @@ def _write_contacts(pipe: Any, store: Store, commit: Commit) -> None:
             pipe.hincrby(f"{P}{key}", name, by)
     for stage, email, hours in commit.hours:
         pipe.zadd(f"{P}funnel:hours:{stage}", {email: hours}, nx=True)
+    for email, crm, crm_id in commit.crm_ids:
+        pipe.set(crmid_key(crm, crm_id), email)
+        pipe.hset(crmids_key(email), crm, crm_id)
     for crm, emails in commit.dirty.items():
         pipe.zadd(dirty_key(crm), dict.fromkeys(emails, commit.now), nx=True)
         for email in emails:

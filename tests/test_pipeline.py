@@ -161,3 +161,50 @@ def test_schedule_actions_become_rq_scheduled_jobs_that_re_enter(runtime):
     state = runtime.store.contact("ann@example.com").state
     assert state.status == "future_opportunity"
     assert runtime.store.timeline("ann@example.com")[-1]["event_id"] == job_id
+
+
+def crm_event(type_: str, at_minutes: int, crm_id: str, **props) -> BehaviorEvent:
+    return BehaviorEvent(
+        id=f"hs-{type_}-{at_minutes}",
+        type=type_,
+        email="",
+        occurred_at=T0 + timedelta(minutes=at_minutes),
+        source="hubspot",
+        properties=props,
+        crm="hubspot",
+        crm_id=crm_id,
+    )
+
+
+def test_events_known_only_by_crm_id_wait_until_the_id_is_learned(runtime):
+    accept(runtime, crm_event("crm_stage_changed", 10, "1001", value="sales_qualified_lead"))
+    drain_events()
+    assert runtime.store.contact("ann@example.com") is None  # parked, not lost, not guessed
+    assert runtime.store.unresolved_count() == 1
+    # a later event carries both the email and the record id: the id is learned
+    learned = event("form_submitted", 0, form="demo-request")
+    accept(runtime, BehaviorEvent(**{**learned.__dict__, "crm": "hubspot", "crm_id": "1001"}))
+    drain_events()
+    state = runtime.store.contact("ann@example.com").state
+    assert state.stage == "sales_qualified_lead"
+    assert runtime.store.unresolved_count() == 0
+    assert [t["event_id"] for t in runtime.store.timeline("ann@example.com")] == [
+        "form_submitted-0",
+        "hs-crm_stage_changed-10",
+    ]
+    assert runtime.store.crm_ids("ann@example.com") == {"hubspot": "1001"}
+    # from now on the id resolves at once
+    accept(runtime, crm_event("deal_won", 20, "1001"))
+    drain_events()
+    assert runtime.store.contact("ann@example.com").state.stage == "customer"
+
+
+def test_one_time_tokens_are_remembered_only_with_an_accepted_delivery(runtime):
+    assert runtime.store.was_used("mailgun:tok-1") is False
+    runtime.store.accept(
+        [event("email_replied", 0)], runtime.clock(), "mailgun", once=["mailgun:tok-1"]
+    )
+    assert runtime.store.was_used("mailgun:tok-1") is True
+    assert runtime.store.was_used("mailgun:tok-2") is False
+    metrics = runtime.store.metrics()
+    assert (metrics["received|mailgun"], metrics["accepted|mailgun"]) == (1, 1)

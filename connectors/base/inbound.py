@@ -43,6 +43,8 @@ class Delivery:
     query: Mapping[str, str] = field(default_factory=dict)
     url: str = ""
     method: str = "POST"
+    seen: Callable[[str], bool] = lambda key: False
+    """Whether a one-time value (a Mailgun token, say) was already used by an accepted delivery."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,35 @@ class Parsed:
     """Items of a kind we do not map (counted, not kept)."""
     unusable: list[Unusable] = field(default_factory=list)
     """Items we map but cannot use (no email, bad time...): quarantined in full."""
+    once: list[str] = field(default_factory=list)
+    """One-time values to remember, written atomically with the accept (a failed attempt never
+    burns a token that the vendor's retry will carry again)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the web answered, for sources whose vendor expects a particular reply."""
+
+    accepted: int
+    duplicates: int
+    ignored: int
+    quarantined: int
+    events: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "ignored": self.ignored,
+            "quarantined": self.quarantined,
+            "events": self.events,
+        }
 
 
 Verifier = Callable[[Delivery, str | None], None]
 Parser = Callable[[Delivery], Parsed]
+Responder = Callable[[Answer], tuple[int, str, str]]
+"""Answer -> (HTTP status, body, content type), for vendors that need a specific reply."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,8 @@ class InboundSource:
     content_types: tuple[str, ...] = ("application/json",)
     max_bytes: int = MiB
     secret_env: str = ""
+    respond: Responder | None = None
+    """None: the JSON 202 with counts."""
 
     @property
     def env_var(self) -> str:

@@ -107,7 +107,7 @@ def explain(svc: Services, stored: Any) -> dict[str, Any]:
         "stage": state.stage,
         "status": state.status,
         "counters": dict(state.counters),
-        "crm_ids": dict(state.crm_ids),
+        "crm_ids": svc.store.crm_ids(state.email),
         "version": state.version,
         "first_seen_at": format_time(stored.first_seen_at) if stored.first_seen_at else None,
         "sync": sync,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from connectors import SOURCES
-from connectors.base.inbound import Delivery, InboundSource, Parsed
+from connectors.base.inbound import Answer, Delivery, InboundSource, Parsed
 from engine.errors import EngineError, NotFound, PayloadTooLarge, UnsupportedMediaType
 from engine.web.services import Services, services
 
@@ -35,7 +35,7 @@ def receive(source: str):
     delivery = _delivery(svc, spec)
     spec.verify(delivery, secret)
     parsed = spec.parse(delivery)
-    return _accept(svc, delivery, parsed)
+    return _accept(svc, spec, delivery, parsed)
 
 
 def _delivery(svc: Services, spec: InboundSource) -> Delivery:
@@ -56,12 +56,18 @@ def _delivery(svc: Services, spec: InboundSource) -> Delivery:
         query=request.args.to_dict(),
         url=request.url,
         method=request.method,
+        seen=svc.store.was_used,
     )
 
 
-def _accept(svc: Services, delivery: Delivery, parsed: Parsed):
+def _accept(svc: Services, spec: InboundSource, delivery: Delivery, parsed: Parsed):
     result = svc.store.accept(
-        parsed.events, delivery.now, delivery.source, parsed.ignored, len(parsed.unusable)
+        parsed.events,
+        delivery.now,
+        delivery.source,
+        parsed.ignored,
+        len(parsed.unusable),
+        once=parsed.once,
     )
     if parsed.unusable:
         # The whole delivery is kept, so a replay after a fix sees exactly what the vendor sent;
@@ -72,14 +78,17 @@ def _accept(svc: Services, delivery: Delivery, parsed: Parsed):
         log.info("%s.webhook.quarantined: %s", delivery.source, reasons)
     if result.wake:
         svc.wake_events()
-    body = {
-        "accepted": len(result.accepted),
-        "duplicates": len(result.duplicates),
-        "ignored": parsed.ignored,
-        "quarantined": len(parsed.unusable),
-        "events": [e.id for e in parsed.events],
-    }
-    return jsonify(body), 202
+    answer = Answer(
+        accepted=len(result.accepted),
+        duplicates=len(result.duplicates),
+        ignored=parsed.ignored,
+        quarantined=len(parsed.unusable),
+        events=[e.id for e in parsed.events],
+    )
+    if spec.respond is not None:
+        status, body, content_type = spec.respond(answer)
+        return Response(body, status=status, content_type=content_type)
+    return jsonify(answer.to_dict()), 202
 
 
 @bp.errorhandler(EngineError)
