@@ -65,6 +65,10 @@ class Settings:
             return self.hubspot_client_secret
         return self.webhook_secrets.get(source)
 
+    def source_config(self) -> dict[str, str]:
+        """Non-secret settings some sources need to verify a delivery."""
+        return {"salesforce_org_id": self.salesforce_org_id or ""}
+
     @property
     def embedded(self) -> bool:
         return not self.redis_url

@@ -45,6 +45,8 @@ class Delivery:
     method: str = "POST"
     seen: Callable[[str], bool] = lambda key: False
     """Whether a one-time value (a Mailgun token, say) was already used by an accepted delivery."""
+    config: Mapping[str, str] = field(default_factory=dict)
+    """Source settings beyond the secret, e.g. {"salesforce_org_id": "00D..."}."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Parsed:
     """Items of a kind we do not map (counted, not kept)."""
     unusable: list[Unusable] = field(default_factory=list)
     """Items we map but cannot use (no email, bad time...): quarantined in full."""
+    keep: bytes | None = None
+    """What to keep if part of the delivery is quarantined; None keeps the raw body. Email sources
+    keep the message without its attachments (attachments are never stored)."""
     once: list[str] = field(default_factory=list)
     """One-time values to remember, written atomically with the accept (a failed attempt never
     burns a token that the vendor's retry will carry again)."""

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Mapping
 from datetime import datetime
 
 from connectors.base.inbound import SignatureError
@@ -41,3 +42,25 @@ def within_window(timestamp: str, now: datetime, window: int = REPLAY_WINDOW_SEC
     if drift > window:
         raise SignatureError(f"timestamp is {int(drift)} s in the future (more than {window} s)")
     return seconds
+
+
+def check_basic_auth(headers: Mapping[str, str], secret: str) -> None:
+    """HTTP Basic auth for vendors that do not sign: any user name, the password is the secret
+    (`https://any:<secret>@host/webhooks/<source>`)."""
+    scheme, _, encoded = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise SignatureError(
+            "HTTP Basic credentials required (the password is the source's secret)"
+        )
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise SignatureError("malformed HTTP Basic credentials") from None
+    _, colon, password = decoded.partition(":")
+    if not colon or not same(password.encode(), secret.encode()):
+        raise SignatureError("wrong HTTP Basic credentials")
+
+
+def basic_auth_header(secret: str, user: str = "webhook") -> str:
+    """The Authorization header a vendor sends for `https://user:secret@...` (for tests)."""
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()

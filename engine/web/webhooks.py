@@ -57,6 +57,7 @@ def _delivery(svc: Services, spec: InboundSource) -> Delivery:
         url=request.url,
         method=request.method,
         seen=svc.store.was_used,
+        config=svc.settings.source_config(),
     )
 
 
@@ -74,7 +75,8 @@ def _accept(svc: Services, spec: InboundSource, delivery: Delivery, parsed: Pars
         # credentials are not kept.
         reasons = "; ".join(sorted({u.reason for u in parsed.unusable}))
         headers = {k: v for k, v in delivery.headers.items() if k not in PRIVATE_HEADERS}
-        svc.store.quarantine(delivery.source, reasons, delivery.body, headers, delivery.now)
+        kept = delivery.body if parsed.keep is None else parsed.keep
+        svc.store.quarantine(delivery.source, reasons, kept, headers, delivery.now)
         log.info("%s.webhook.quarantined: %s", delivery.source, reasons)
     if result.wake:
         svc.wake_events()
