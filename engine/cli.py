@@ -264,6 +264,59 @@ def funnel(as_json: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--replay",
+    "replay_id",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[ID]",
+    help="Replay every quarantined delivery (or one ID) through "
+    "today's parsers; those now usable are accepted and leave the quarantine.",
+)
+@click.option("--limit", default=50, show_default=True, help="How many to list.")
+def quarantine(replay_id: str | None, limit: int) -> None:
+    """Deliveries kept because part of them could not be used (no email, say)."""
+    from connectors import SOURCES
+    from engine.quarantine import replay
+    from engine.store import StoreUnavailable, utcnow
+
+    svc = _services()
+    try:
+        if replay_id is None:
+            _list_quarantine(svc.store.quarantined(count=limit))
+            return
+        results = replay(svc.store, SOURCES, utcnow(), None if replay_id == "all" else replay_id)
+    except StoreUnavailable as exc:
+        raise click.ClickException(exc.detail) from None
+    for r in results:
+        if r.released:
+            click.echo(
+                f"{r.entry_id} {r.source}: replayed, {r.accepted} accepted, "
+                f"{r.duplicates} duplicate(s)"
+            )
+        else:
+            why = r.error or "; ".join(r.still_unusable or [])
+            click.echo(f"{r.entry_id} {r.source}: still kept ({why}); {r.accepted} accepted")
+    if results:
+        svc.wake_events()
+    click.echo(f"{sum(r.released for r in results)} of {len(results)} released")
+
+
+def _list_quarantine(items: list[dict]) -> None:
+    for item in items:
+        size = len(item["body"])
+        click.echo(
+            f"{item['id']}  {item['received_at']}  {item['source']:<10} {size:>8} bytes  "
+            f"{item['reason']}"
+        )
+    click.echo(
+        f"{len(items)} kept deliver{'y' if len(items) == 1 else 'ies'} "
+        "(replay with: lifecycle quarantine --replay [ID])"
+    )
+
+
+@main.command()
 def info() -> None:
     """Where the service is and how to send it a first event."""
     settings = config.from_env()

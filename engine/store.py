@@ -305,10 +305,19 @@ class Store:
         with unavailable_as_error():
             return {_text(k): int(float(v)) for k, v in self.redis.hgetall(METRICS).items()}
 
-    def quarantined(self, count: int = 100) -> list[dict[str, Any]]:
+    def quarantined(self, count: int = 100, entry_id: str | None = None) -> list[dict[str, Any]]:
+        """Kept deliveries, newest first (or the one `entry_id`); `body` stays bytes."""
         with unavailable_as_error():
-            entries = self.redis.xrevrange(QUARANTINE, count=count)
-        return [{"id": _text(i), **{_text(k): _text(v) for k, v in f.items()}} for i, f in entries]
+            if entry_id:
+                entries = self.redis.xrange(QUARANTINE, entry_id, entry_id)
+            else:
+                entries = self.redis.xrevrange(QUARANTINE, count=count)
+        return [_quarantined(entry_id, fields) for entry_id, fields in entries]
+
+    def release(self, entry_id: str) -> None:
+        """A quarantined delivery that has been replayed successfully."""
+        with unavailable_as_error():
+            self.redis.xdel(QUARANTINE, entry_id)
 
     # --- the inbox, worker side --------------------------------------------------------------
 
@@ -671,6 +680,14 @@ def _inbox_entry(entry_id: Any, fields: dict[Any, Any]) -> InboxEntry:
     except (KeyError, ValueError, InvalidEvent) as exc:
         return InboxEntry(_text(entry_id), None, raw, f"unreadable inbox entry: {exc}")
     return InboxEntry(_text(entry_id), event, raw)
+
+
+def _quarantined(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": _text(entry_id)}
+    for key, value in fields.items():
+        name = _text(key)
+        item[name] = value if name == "body" else _text(value)
+    return item
 
 
 def _text(value: Any) -> str:
