@@ -75,3 +75,22 @@ class PayloadTooLarge(EngineError):
 class UnsupportedMediaType(EngineError):
     code = "unsupported_media_type"
     http_status = 415
+
+
+class RetriableSyncError(EngineError):
+    """A CRM call that may succeed later: 429, 5xx, timeouts, lost connections, row locks."""
+
+    code = "crm_retriable"
+    http_status = 503
+
+    def __init__(self, detail: str, retry_after: float | None = None):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class FatalSyncError(EngineError):
+    """A CRM call that will fail again until someone fixes data or configuration (validation
+    errors, bad picklist values, missing required fields): the contact goes to a dead letter."""
+
+    code = "crm_fatal"
+    http_status = 502

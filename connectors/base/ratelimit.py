@@ -1,0 +1,84 @@
+"""One rolling-window rate limiter per CRM account, in Redis, shared by every worker on every
+machine (HubSpot private apps: 100 or 190 requests per rolling 10 s).
+
+A sorted set holds the send times of the last window; times come from Redis's own clock, so
+machines with skewed clocks still share one budget. When the CRM answers 429 anyway (other apps
+spend the same account's budget), `pause` holds every worker back for the time it asked.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+import redis
+
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then return paused end
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tonumber(oldest[2]) + window - now + 1
+"""
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """'190/10s' -> (190, 10.0)."""
+    count, _, per = text.partition("/")
+    try:
+        seconds = float(per.strip().removesuffix("s") or "1")
+        limit = int(count)
+    except ValueError:
+        raise ValueError(f"a rate is written like 190/10s, got {text!r}") from None
+    if limit <= 0 or seconds <= 0:
+        raise ValueError(f"a rate needs a positive count and window, got {text!r}")
+    return limit, seconds
+
+
+class RollingWindowLimiter:
+    def __init__(
+        self,
+        client: redis.Redis,
+        account: str,
+        limit: int,
+        window_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.key = f"lc:rate:{account}"
+        self.pause_key = f"lc:rate:{account}:pause"
+        self.limit, self.window_ms = limit, int(window_seconds * 1000)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._redis, self._sleep = client, sleep
+
+    def acquire(self) -> float:
+        """Block until a request may be sent; returns the seconds spent waiting."""
+        waited = 0.0
+        while True:
+            wait_ms = int(
+                self._acquire(
+                    keys=[self.key, self.pause_key],
+                    args=[self.limit, self.window_ms, secrets.token_hex(6)],
+                )
+            )
+            if wait_ms <= 0:
+                return waited
+            self._sleep(wait_ms / 1000)
+            waited += wait_ms / 1000
+
+    def pause(self, seconds: float) -> None:
+        """Hold every worker back (the CRM said 429 and how long to wait)."""
+        self._redis.set(self.pause_key, "1", px=max(1, int(seconds * 1000)))
+
+    def in_use(self) -> int:
+        """Requests sent within the current window (for the dashboard)."""
+        now_ms = int(time.time() * 1000)
+        return int(self._redis.zcount(self.key, now_ms - self.window_ms, "+inf"))
