@@ -303,6 +303,45 @@ def quarantine(replay_id: str | None, limit: int) -> None:
     click.echo(f"{sum(r.released for r in results)} of {len(results)} released")
 
 
+@main.command("dead-letters")
+@click.option(
+    "--retry",
+    "retry_email",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[EMAIL]",
+    help="Push again (every dead letter, or one contact's) after fixing the cause.",
+)
+def dead_letters(retry_email: str | None) -> None:
+    """Contacts whose CRM push failed for good, with the CRM's message."""
+    from engine.pipeline import wake_sync_for
+    from engine.store import StoreUnavailable, utcnow
+
+    svc = _services()
+    try:
+        letters = {crm: svc.store.dead_letters(crm) for crm in svc.settings.crm_targets}
+        if retry_email is None:
+            for crm, rows in letters.items():
+                for row in rows:
+                    click.echo(
+                        f"{crm:<11} {row['email']:<32} {row.get('updated_at', '')}  "
+                        f"{row.get('error', '')}"
+                    )
+            total = sum(len(rows) for rows in letters.values())
+            click.echo(f"{total} dead letter(s) (retry with: lifecycle dead-letters --retry)")
+            return
+        retried = 0
+        for crm, rows in letters.items():
+            for row in rows:
+                if retry_email in ("all", row["email"]):
+                    retried += svc.store.retry_dead_letter(crm, row["email"], utcnow())
+            wake_sync_for(svc.redis, crm)
+    except StoreUnavailable as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{retried} contact(s) queued for another push")
+
+
 def _list_quarantine(items: list[dict]) -> None:
     for item in items:
         size = len(item["body"])

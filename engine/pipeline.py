@@ -23,11 +23,11 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from connectors.base.crm import CrmClient
+from connectors.base.crm import CrmClient, PushResult
 from connectors.sandbox.client import SandboxClient
 from engine import timeline
 from engine.config import Settings
-from engine.errors import InvalidEvent
+from engine.errors import FatalSyncError, InvalidEvent, RetriableSyncError
 from engine.model import BehaviorEvent, Vocabulary, format_time, parse_time
 from engine.process import Step, step
 from engine.rules.reload import RulesReloader
@@ -110,6 +110,13 @@ def wake_sync(runtime: Runtime, crm: str) -> None:
     runtime.queue(SYNC_QUEUE).enqueue(sync_dirty, crm, result_ttl=0, failure_ttl=86_400)
 
 
+def wake_sync_for(client: redis.Redis, crm: str) -> None:
+    """Enqueue a sync job from outside a worker (the CLI, the dashboard)."""
+    Queue(SYNC_QUEUE, connection=client, serializer=JSONSerializer).enqueue(
+        sync_dirty, crm, result_ttl=0, failure_ttl=86_400
+    )
+
+
 def sweep(runtime: Runtime) -> None:
     """Enqueue whatever work is waiting without a job on its way (after a crash, at start-up)."""
     store = runtime.store
@@ -182,6 +189,23 @@ def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
     return len(entries) - len(busy) + parked + len(unreadable)
 
 
+def _look_up(runtime: Runtime, refs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Ask the CRMs about record ids nobody has told us of yet (a failure leaves them parked)."""
+    found: dict[tuple[str, str], str] = {}
+    for crm in {crm for crm, _ in refs}:
+        client = runtime.crms.get(crm)
+        if client is None:
+            continue
+        ids = sorted({crm_id for name, crm_id in refs if name == crm})
+        try:
+            emails = client.emails_for(ids)
+        except (RetriableSyncError, FatalSyncError) as exc:
+            log.warning("could not look up %d %s record(s): %s", len(ids), crm, exc.detail)
+            continue
+        found.update({(crm, crm_id): email.strip().lower() for crm_id, email in emails.items()})
+    return found
+
+
 def _resolve(runtime: Runtime, entries: list[InboxEntry]) -> tuple[list[InboxEntry], int]:
     """Events that know only a CRM record id get the contact's email from the ids learned so far;
     the rest wait (parked) until that id is learned. Returns (usable entries, how many parked)."""
@@ -190,6 +214,7 @@ def _resolve(runtime: Runtime, entries: list[InboxEntry]) -> tuple[list[InboxEnt
         return entries, 0
     refs = [(e.event.crm, e.event.crm_id) for e in pending]  # type: ignore[union-attr]
     found = runtime.store.crm_emails(refs)
+    found.update(_look_up(runtime, [ref for ref in refs if ref not in found]))
     usable, waiting = [], []
     for entry in entries:
         event = entry.event
@@ -333,10 +358,10 @@ def sync_dirty(crm: str) -> int:
             _retry_later(runtime, crm)
             return pushed
         states = [c.state for c in store.load(emails).values()]
-        for state, result in zip(states, client.push(states), strict=True):
+        for state, result in zip(states, _push(client, store, crm, states), strict=True):
             now = runtime.clock()
             if result.ok:
-                store.mark_synced(crm, state, result.crm_id, now)
+                store.mark_synced(crm, state, result.crm_id, now, seen=result.seen)
             else:
                 error = result.error or "unknown error"
                 store.mark_failed(crm, state.email, error, not result.retryable, now)
@@ -345,6 +370,17 @@ def sync_dirty(crm: str) -> int:
             if store.set_wake(f"sync:{crm}"):
                 wake_sync(runtime, crm)
             return pushed
+
+
+def _push(client: CrmClient, store: Store, crm: str, states: list) -> list[PushResult]:
+    """One batch through the client; a failure of the whole batch becomes one result each."""
+    known = store.known_crm_ids(crm, [s.email for s in states])
+    try:
+        return client.push(states, known)
+    except RetriableSyncError as exc:
+        return [PushResult(s.email, ok=False, retryable=True, error=exc.detail) for s in states]
+    except FatalSyncError as exc:
+        return [PushResult(s.email, ok=False, error=exc.detail) for s in states]
 
 
 def _retry_later(runtime: Runtime, crm: str) -> None:

@@ -455,6 +455,36 @@ class Store:
         due = self.redis.zrangebyscore(dirty_key(crm), "-inf", now.timestamp(), 0, count)
         return _texts(due)
 
+    def known_crm_ids(self, crm: str, emails: Sequence[str]) -> dict[str, str]:
+        """email -> record id for the contacts whose id in `crm` is known."""
+        if not emails:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for email in emails:
+            pipe.hget(crmids_key(email), crm)
+        return {e: _text(i) for e, i in zip(emails, pipe.execute(), strict=True) if i}
+
+    def dead_letters(self, crm: str) -> list[dict[str, str]]:
+        with unavailable_as_error():
+            emails = _texts(self.redis.zrange(f"{P}dead:{crm}", 0, -1))
+            pipe = self.redis.pipeline(transaction=False)
+            for email in emails:
+                pipe.hgetall(sync_key(crm, email))
+            rows = pipe.execute()
+        return [
+            {"email": e, **{_text(k): _text(v) for k, v in row.items()}}
+            for e, row in zip(emails, rows, strict=True)
+        ]
+
+    def retry_dead_letter(self, crm: str, email: str, now: datetime) -> bool:
+        """Put a dead letter back in line for a push (after someone fixed the cause)."""
+        with unavailable_as_error(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(f"{P}dead:{crm}", email)
+            pipe.zadd(dirty_key(crm), {email: now.timestamp()})
+            pipe.hset(sync_key(crm, email), mapping={"state": "pending", "attempts": 0})
+            removed, *_ = pipe.execute()
+        return bool(removed)
+
     def next_retry(self, crm: str) -> float | None:
         first = self.redis.zrange(dirty_key(crm), 0, 0, withscores=True)
         return first[0][1] if first else None
@@ -462,8 +492,18 @@ class Store:
     def dirty_count(self, crm: str) -> int:
         return int(self.redis.zcard(dirty_key(crm)))
 
-    def mark_synced(self, crm: str, state: ContactState, crm_id: str | None, now: datetime) -> bool:
-        """Record a successful push; the contact leaves the dirty set unless it changed since."""
+    def mark_synced(
+        self,
+        crm: str,
+        state: ContactState,
+        crm_id: str | None,
+        now: datetime,
+        seen: str | None = None,
+    ) -> bool:
+        """Record a successful push; the contact leaves the dirty set unless it changed since.
+        `seen` records what the CRM held that we did not overwrite (a later stage set there)."""
+        if seen:
+            self.redis.hset(sync_key(crm, state.email), "seen", seen)
         keys = [
             dirty_key(crm),
             sync_key(crm, state.email),

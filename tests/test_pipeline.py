@@ -208,3 +208,108 @@ def test_one_time_tokens_are_remembered_only_with_an_accepted_delivery(runtime):
     assert runtime.store.was_used("mailgun:tok-2") is False
     metrics = runtime.store.metrics()
     assert (metrics["received|mailgun"], metrics["accepted|mailgun"]) == (1, 1)
+
+
+class ScriptedCrm:
+    """A CRM client stand-in for the sync job's bookkeeping (the real clients have their own
+    tests against fake servers)."""
+
+    name, batch_size = "scripted", 10
+
+    def __init__(self):
+        self.outcomes: dict[str, object] = {}
+        self.pushed: list[list[str]] = []
+
+    def push(self, contacts, known_ids):
+        from connectors.base.crm import PushResult
+
+        self.pushed.append([c.email for c in contacts])
+        failure = self.outcomes.get("*")
+        if isinstance(failure, Exception):
+            raise failure
+        results = []
+        for c in contacts:
+            outcome = self.outcomes.get(c.email, "ok")
+            if outcome == "ok":
+                results.append(PushResult(c.email, ok=True, crm_id=f"id-{c.email}"))
+            else:
+                results.append(
+                    PushResult(
+                        c.email,
+                        ok=False,
+                        retryable=outcome == "retry",
+                        error=f"{outcome} for {c.email}",
+                    )
+                )
+        return results
+
+    def emails_for(self, crm_ids):
+        return {i: i.removeprefix("id-") for i in crm_ids if i.startswith("id-")}
+
+
+@pytest.fixture
+def scripted(runtime):
+    crm = ScriptedCrm()
+    runtime.crms = {"scripted": crm}
+    return crm
+
+
+def test_fatal_failures_become_dead_letters_retryable_after_a_fix(
+    runtime, scripted, redis_url, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    scripted.outcomes = {"bo@example.com": "fatal"}
+    accept(runtime, event("deal_won", 0), event("deal_won", 0, "b1", email="bo@example.com"))
+    drain_events()
+    sync_dirty("scripted")
+    (letter,) = runtime.store.dead_letters("scripted")
+    assert (letter["email"], letter["error"]) == ("bo@example.com", "fatal for bo@example.com")
+    assert runtime.store.crm_ids("ann@example.com") == {"scripted": "id-ann@example.com"}
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("CRM_TARGETS", "sandbox")
+    scripted.outcomes = {}
+    runtime.store.retry_dead_letter("scripted", "bo@example.com", runtime.clock())
+    sync_dirty("scripted")
+    assert runtime.store.dead_letters("scripted") == []
+    record = runtime.store.sync_records("bo@example.com", ["scripted"])["scripted"]
+    assert record["state"] == "synced"
+    listing = CliRunner().invoke(main, ["dead-letters"])
+    assert "0 dead letter(s)" in listing.output
+
+
+def test_retryable_failures_back_off_per_contact_and_succeed_later(runtime, scripted):
+    from engine.errors import RetriableSyncError
+
+    scripted.outcomes = {"*": RetriableSyncError("503 maintenance")}
+    accept(runtime, event("deal_won", 0))
+    drain_events()
+    sync_dirty("scripted")
+    record = runtime.store.sync_records("ann@example.com", ["scripted"])["scripted"]
+    assert (record["state"], record["error"]) == ("pending", "503 maintenance")
+    assert runtime.store.dirty("scripted", 10, runtime.clock()) == []  # backing off
+    runtime.clock.now += timedelta(seconds=5)
+    scripted.outcomes = {}
+    sync_dirty("scripted")
+    assert runtime.store.sync_records("ann@example.com", ["scripted"])["scripted"]["state"] == (
+        "synced"
+    )
+
+
+def test_unknown_crm_ids_are_looked_up_in_the_crm(runtime, scripted):
+    accept(
+        runtime,
+        BehaviorEvent(
+            id="x1",
+            type="deal_won",
+            email="",
+            occurred_at=T0,
+            source="hubspot",
+            crm="scripted",
+            crm_id="id-ann@example.com",
+        ),
+    )
+    drain_events()
+    assert runtime.store.contact("ann@example.com").state.stage == "customer"

@@ -1,8 +1,9 @@
-"""The contract every CRM target implements: push the desired state of a batch of contacts."""
+"""The contract every CRM target implements: push the desired state of a batch of contacts, and
+tell which contact a CRM record id belongs to."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,13 +18,25 @@ class PushResult:
     ok: bool
     retryable: bool = False
     error: str | None = None
+    """The CRM's own message, for the dead letter or the retry record."""
     crm_id: str | None = None
+    """The CRM's record id for the contact (learned, so its webhooks resolve)."""
+    seen: str | None = None
+    """What the CRM held that made us hold back, e.g. "stage customer set in the CRM"."""
 
 
 class CrmClient(Protocol):
     name: str
     batch_size: int
 
-    def push(self, contacts: Sequence[ContactState]) -> list[PushResult]:
-        """Write each contact's current stage and status; one result per contact."""
+    def push(
+        self, contacts: Sequence[ContactState], known_ids: Mapping[str, str]
+    ) -> list[PushResult]:
+        """Write each contact's current stage and status; one result per contact, in order.
+        `known_ids` maps emails to record ids already learned. May raise RetriableSyncError or
+        FatalSyncError for the whole batch."""
+        ...
+
+    def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:
+        """Record id -> email, for the ids the CRM knows (CRM webhooks carry only ids)."""
         ...

@@ -3,7 +3,7 @@ work with no CRM configured. What it holds is shown in the explain view's `sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from connectors.base.crm import PushResult
 from engine.model import ContactState
@@ -18,6 +18,12 @@ class SandboxClient:
     def __init__(self, record: Recorder):
         self._record = record
 
-    def push(self, contacts: Sequence[ContactState]) -> list[PushResult]:
+    def push(
+        self, contacts: Sequence[ContactState], known_ids: Mapping[str, str]
+    ) -> list[PushResult]:
         self._record(contacts)
         return [PushResult(c.email, ok=True, crm_id=f"sandbox-{c.email}") for c in contacts]
+
+    def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:
+        prefix = "sandbox-"
+        return {i: i.removeprefix(prefix) for i in crm_ids if i.startswith(prefix)}
