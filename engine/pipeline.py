@@ -248,6 +248,7 @@ def _apply(
                 continue  # a redelivery of an event already applied: acknowledge only
             done.add(event.id)
             result = step(rules, contact.state, event)
+            _learn_profile(contact, event)
             _account(commit, contact, result, rules.vocab, runtime.crms)
             commit.timeline.setdefault(email, []).append(_entry_json(result, now))
             _measure(commit, result, entry, now)
@@ -289,6 +290,27 @@ def _account(
         for crm in crms:
             commit.dirty.setdefault(crm, set()).add(email)
     contact.state = after
+
+
+_PROFILE_KEYS = {
+    "first_name": "first_name", "firstname": "first_name", "given_name": "first_name",
+    "last_name": "last_name", "lastname": "last_name", "family_name": "last_name",
+    "surname": "last_name", "company": "company", "company_name": "company",
+    "organization": "company", "phone": "phone", "phone_number": "phone",
+}  # fmt: skip
+
+
+def _learn_profile(contact: Contact, event: BehaviorEvent) -> None:
+    """Names and company from what the event carried (top level or form `fields`): the latest
+    non-empty value wins."""
+    sources = [event.properties, event.properties.get("fields")]
+    for values in sources:
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            name = _PROFILE_KEYS.get(str(key).strip().lower().replace(" ", "_"))
+            if name and isinstance(value, str) and value.strip():
+                contact.profile[name] = value.strip()[:200]
 
 
 def _measure(commit: Commit, result: Step, entry: InboxEntry, now: datetime) -> None:
@@ -357,8 +379,11 @@ def sync_dirty(crm: str) -> int:
         if not emails:
             _retry_later(runtime, crm)
             return pushed
-        states = [c.state for c in store.load(emails).values()]
-        for state, result in zip(states, _push(client, store, crm, states), strict=True):
+        contacts = store.load(emails)
+        states = [c.state for c in contacts.values()]
+        profiles = {email: c.profile for email, c in contacts.items()}
+        pushes = _push(client, store, crm, states, profiles)
+        for state, result in zip(states, pushes, strict=True):
             now = runtime.clock()
             if result.ok:
                 store.mark_synced(crm, state, result.crm_id, now, seen=result.seen)
@@ -372,11 +397,13 @@ def sync_dirty(crm: str) -> int:
             return pushed
 
 
-def _push(client: CrmClient, store: Store, crm: str, states: list) -> list[PushResult]:
+def _push(
+    client: CrmClient, store: Store, crm: str, states: list, profiles: dict
+) -> list[PushResult]:
     """One batch through the client; a failure of the whole batch becomes one result each."""
     known = store.known_crm_ids(crm, [s.email for s in states])
     try:
-        return client.push(states, known)
+        return client.push(states, known, profiles)
     except RetriableSyncError as exc:
         return [PushResult(s.email, ok=False, retryable=True, error=exc.detail) for s in states]
     except FatalSyncError as exc:

@@ -144,6 +144,8 @@ class Contact:
     first_seen_at: datetime | None = None
     reached: dict[str, str] = field(default_factory=dict)
     """stage -> ISO time it was first reached."""
+    profile: dict[str, str] = field(default_factory=dict)
+    """What events told about the person (names, company), for CRMs that need them."""
     new: bool = False
 
     def to_json(self) -> str:
@@ -152,6 +154,7 @@ class Contact:
                 "state": self.state.to_dict(),
                 "first_seen_at": format_time(self.first_seen_at) if self.first_seen_at else None,
                 "reached": self.reached,
+                "profile": self.profile,
             }
         )
 
@@ -165,6 +168,7 @@ class Contact:
             ContactState.from_dict(data["state"]),
             parse_time(first) if first else None,
             dict(data.get("reached") or {}),
+            dict(data.get("profile") or {}),
         )
 
 

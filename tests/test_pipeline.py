@@ -220,7 +220,7 @@ class ScriptedCrm:
         self.outcomes: dict[str, object] = {}
         self.pushed: list[list[str]] = []
 
-    def push(self, contacts, known_ids):
+    def push(self, contacts, known_ids, profiles):
         from connectors.base.crm import PushResult
 
         self.pushed.append([c.email for c in contacts])
@@ -313,3 +313,22 @@ def test_unknown_crm_ids_are_looked_up_in_the_crm(runtime, scripted):
     )
     drain_events()
     assert runtime.store.contact("ann@example.com").state.stage == "customer"
+
+
+def test_the_profile_keeps_what_events_told_about_the_person(runtime):
+    accept(
+        runtime,
+        event(
+            "form_submitted",
+            0,
+            form="demo-request",
+            fields={"First Name": "Ann", "company": "Acme Solar"},
+        ),
+        event("webinar_attended", 5, last_name="Lee"),
+    )
+    drain_events()
+    assert runtime.store.contact("ann@example.com").profile == {
+        "first_name": "Ann",
+        "company": "Acme Solar",
+        "last_name": "Lee",
+    }

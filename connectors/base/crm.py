@@ -9,6 +9,8 @@ from typing import Protocol
 
 from engine.model import ContactState
 
+PROFILE_FIELDS = ("first_name", "last_name", "company", "phone")
+
 
 @dataclass(frozen=True)
 class PushResult:
@@ -30,11 +32,15 @@ class CrmClient(Protocol):
     batch_size: int
 
     def push(
-        self, contacts: Sequence[ContactState], known_ids: Mapping[str, str]
+        self,
+        contacts: Sequence[ContactState],
+        known_ids: Mapping[str, str],
+        profiles: Mapping[str, Mapping[str, str]],
     ) -> list[PushResult]:
         """Write each contact's current stage and status; one result per contact, in order.
-        `known_ids` maps emails to record ids already learned. May raise RetriableSyncError or
-        FatalSyncError for the whole batch."""
+        `known_ids` maps emails to record ids already learned; `profiles` maps emails to what the
+        events told about the person (PROFILE_FIELDS), for CRMs that need names to create a
+        record. May raise RetriableSyncError or FatalSyncError for the whole batch."""
         ...
 
     def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:

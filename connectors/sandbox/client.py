@@ -19,7 +19,10 @@ class SandboxClient:
         self._record = record
 
     def push(
-        self, contacts: Sequence[ContactState], known_ids: Mapping[str, str]
+        self,
+        contacts: Sequence[ContactState],
+        known_ids: Mapping[str, str],
+        profiles: Mapping[str, Mapping[str, str]],
     ) -> list[PushResult]:
         self._record(contacts)
         return [PushResult(c.email, ok=True, crm_id=f"sandbox-{c.email}") for c in contacts]
