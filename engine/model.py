@@ -82,6 +82,10 @@ def parse_time(raw: object, what: str = "occurred_at") -> datetime:
         raise InvalidEvent(
             f"{what} must name its time zone (e.g. 2026-11-26T10:00:00Z), got {raw!r}"
         )
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(f"{what} is out of range: {raw!r}") from None
     return value
 
 

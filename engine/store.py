@@ -51,7 +51,9 @@ METRICS = P + "metrics"
 """hash of cluster-wide counters, "<name>|<label>" -> count (read by /metrics)"""
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 NO_STAGE = "_none"
-LOCK_MS = 30_000
+LOCK_MS = 10_000
+"""A batch commits in well under a second; correctness never depends on this (every commit is
+fenced by the lock token), only how long a dead worker's contacts wait."""
 WAKE_SECONDS = 60
 """A wake flag outlives a lost job (a process killed between flag and enqueue) by at most this;
 the workers' sweep also re-enqueues whatever work is waiting."""
@@ -710,7 +712,11 @@ class unavailable_as_error:
         return None
 
     def __exit__(self, kind, exc, tb) -> bool:
-        if exc is not None and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        if exc is not None and isinstance(exc, redis.TimeoutError):
+            raise StoreUnavailable(
+                "Redis did not answer in time; retry (a retry is safe: deliveries are deduplicated)"
+            ) from exc
+        if exc is not None and isinstance(exc, redis.ConnectionError):
             raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__})") from exc
         if exc is not None and isinstance(exc, redis.ResponseError) and "LOADING" in str(exc):
             raise StoreUnavailable("Redis is loading its data") from exc

@@ -1,6 +1,12 @@
 """The worker process: one RQ SimpleWorker (no fork per job, so rules stay compiled) on the events
-and sync queues, with RQ's scheduler for `schedule:` actions and retries, plus a sweep thread that
-re-enqueues work left without a job (a process killed between accepting and enqueueing)."""
+and sync queues, and one background thread that runs RQ's scheduler (for `schedule:` actions and
+retries) and a sweep that re-enqueues work left without a job (a process killed between accepting
+and enqueueing).
+
+RQ's own `with_scheduler=True` forks the scheduler into a child process that outlives a worker
+killed with SIGKILL (an orphan holding the scheduler lock); a thread dies with its worker, and its
+lock expires so another worker's scheduler takes over.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import threading
 
 import redis
 from rq import SimpleWorker
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from engine import embedded
@@ -16,7 +23,10 @@ from engine.config import Settings
 from engine.pipeline import EVENTS_QUEUE, SYNC_QUEUE, Runtime, build_runtime, sweep
 
 log = logging.getLogger("engine.worker")
-SWEEP_SECONDS = 5.0
+QUEUES = (EVENTS_QUEUE, SYNC_QUEUE)
+TICK_SECONDS = 1.0
+SWEEP_EVERY = 5
+"""ticks between sweeps"""
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -30,20 +40,33 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     runtime = Runtime.install(build_runtime(settings, client))
     sweep(runtime)
     if not burst:
-        _start_sweeper(settings)
-    worker = SimpleWorker([EVENTS_QUEUE, SYNC_QUEUE], connection=client, serializer=JSONSerializer)
-    worker.work(with_scheduler=True, burst=burst)
+        _start_background(settings)
+    worker = SimpleWorker(list(QUEUES), connection=client, serializer=JSONSerializer)
+    worker.work(with_scheduler=False, burst=burst)
 
 
-def _start_sweeper(settings: Settings) -> None:
+def _start_background(settings: Settings) -> None:
     def loop() -> None:
-        # its own connection and runtime: the worker's are used by the job thread
+        # its own connections: the worker's are used by the job thread
         runtime = build_runtime(settings, connect(settings))
-        stop = threading.Event()
-        while not stop.wait(SWEEP_SECONDS):
+        scheduler = RQScheduler(list(QUEUES), connection=runtime.redis, serializer=JSONSerializer)
+        ticks, stop = 0, threading.Event()
+        while not stop.wait(TICK_SECONDS):
+            ticks += 1
             try:
-                sweep(runtime)
+                _schedule(scheduler)
+                if ticks % SWEEP_EVERY == 0:
+                    sweep(runtime)
             except redis.RedisError:
-                log.warning("sweep failed; will try again", exc_info=True)
+                log.warning("scheduler/sweep tick failed; will try again", exc_info=True)
 
-    threading.Thread(target=loop, name="sweeper", daemon=True).start()
+    threading.Thread(target=loop, name="scheduler", daemon=True).start()
+
+
+def _schedule(scheduler: RQScheduler) -> None:
+    """One tick of RQ's scheduler loop: hold the per-queue locks, move due jobs to their queues."""
+    if scheduler.should_reacquire_locks:
+        scheduler.acquire_locks(auto_start=False)
+    if scheduler.acquired_locks:
+        scheduler.heartbeat()
+        scheduler.enqueue_scheduled_jobs()

@@ -90,3 +90,8 @@ def test_change_round_trips():
     change = Change("r", "status", "new", "connected", "refused", "stale")
     assert Change.from_dict(change.to_dict()) == change
     assert change.to_dict()["from"] == "new"
+
+
+def test_a_time_that_cannot_be_expressed_in_utc_is_refused():
+    with pytest.raises(InvalidEvent, match="out of range"):
+        BehaviorEvent.from_dict({**GOOD, "occurred_at": "9999-12-31T23:00:00-05:00"})

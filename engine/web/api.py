@@ -18,6 +18,7 @@ from engine.errors import (
     UnsupportedMediaType,
 )
 from engine.model import format_time, normalize_email
+from engine.store import StoreUnavailable
 from engine.web.services import Services, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -150,5 +151,6 @@ def funnel_report(svc: Services) -> dict[str, Any]:
 
 @bp.errorhandler(EngineError)
 def refused(exc: EngineError):
-    services().store.count("rejected", f"api|{exc.code}")
+    if not isinstance(exc, StoreUnavailable):  # counting would wait on Redis a second time
+        services().store.count("rejected", f"api|{exc.code}")
     return jsonify(exc.to_dict()), exc.http_status

@@ -35,7 +35,7 @@ class Services:
         if self._redis is None:
             self._redis = redis.Redis.from_url(
                 embedded.redis_url(self.settings),
-                socket_timeout=5,
+                socket_timeout=3,
                 socket_connect_timeout=2,
                 health_check_interval=30,
             )

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from connectors import SOURCES
 from connectors.base.inbound import Answer, Delivery, InboundSource, Parsed
 from engine.errors import EngineError, NotFound, PayloadTooLarge, UnsupportedMediaType
+from engine.store import StoreUnavailable
 from engine.web.services import Services, services
 
 bp = Blueprint("webhooks", __name__)
@@ -99,5 +100,6 @@ def refused(exc: EngineError):
     source = (request.view_args or {}).get("source", "?")
     source = source if source in SOURCES else "unknown"
     log.info("%s.webhook.%s: %s", source, exc.code, exc.detail)
-    services().store.count("rejected", f"{source}|{exc.code}")
+    if not isinstance(exc, StoreUnavailable):  # counting would wait on Redis a second time
+        services().store.count("rejected", f"{source}|{exc.code}")
     return jsonify(exc.to_dict()), exc.http_status
