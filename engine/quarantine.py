@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from connectors.base.inbound import BadPayload, Delivery, InboundSource
+from engine.model import parse_time
 from engine.store import Store
 
 
@@ -50,7 +51,8 @@ def _replay_one(
         source=spec.name,
         headers=json.loads(item.get("headers") or "{}"),
         body=item["body"],
-        now=now,
+        # parsed as of its arrival: a vendor that sends no time falls back to it
+        now=parse_time(item["received_at"], "received_at") if item.get("received_at") else now,
     )
     try:
         parsed = spec.parse(delivery)
