@@ -222,7 +222,7 @@ def _resolve(runtime: Runtime, entries: list[InboxEntry]) -> tuple[list[InboxEnt
         if event.resolved:
             usable.append(entry)
         elif (email := found.get((event.crm, event.crm_id))) is not None:  # type: ignore[arg-type]
-            usable.append(replace(entry, event=replace(event, email=email)))
+            usable.append(replace(entry, event=replace(event, email=email), looked_up=True))
         else:
             waiting.append(entry)
     if waiting:
@@ -253,7 +253,9 @@ def _apply(
             commit.timeline.setdefault(email, []).append(_entry_json(result, now))
             _measure(commit, result, entry, now)
             commit.done.append(event.id)
-            if event.crm and event.crm_id:
+            if event.crm and event.crm_id and not entry.looked_up:
+                # learned only from events that carried both: a record id resolved through
+                # another record (a deal) must not overwrite the contact's own id
                 commit.crm_ids.add((email, event.crm, event.crm_id))
             scheduled.extend(s.event for s in result.scheduled)
         commit.contacts[email] = contact

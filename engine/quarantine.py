@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 from connectors.base.inbound import BadPayload, Delivery, InboundSource
 from engine.model import parse_time
@@ -41,6 +42,10 @@ def replay(
     return results
 
 
+def _query(url: str) -> dict[str, str]:
+    return {key: values[-1] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
 def _replay_one(
     store: Store, sources: Mapping[str, InboundSource], item: dict, now: datetime
 ) -> Replayed:
@@ -51,6 +56,8 @@ def _replay_one(
         source=spec.name,
         headers=json.loads(item.get("headers") or "{}"),
         body=item["body"],
+        url=item.get("url") or "",
+        query=_query(item.get("url") or ""),
         # parsed as of its arrival: a vendor that sends no time falls back to it
         now=parse_time(item["received_at"], "received_at") if item.get("received_at") else now,
     )

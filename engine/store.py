@@ -136,6 +136,8 @@ class InboxEntry:
     event: BehaviorEvent | None
     raw: dict[str, str]
     problem: str | None = None
+    looked_up: bool = False
+    """The email came from a CRM record id (so nothing new is learned from this event)."""
 
 
 @dataclass
@@ -284,13 +286,20 @@ class Store:
         return Accepted(_texts(accepted), _texts(duplicates), bool(wake))
 
     def quarantine(
-        self, source: str, reason: str, body: bytes, headers: dict[str, str], now: datetime
+        self,
+        source: str,
+        reason: str,
+        body: bytes,
+        headers: dict[str, str],
+        now: datetime,
+        url: str = "",
     ) -> str:
         """Keep a delivery we cannot use, in full, for inspection and replay."""
         fields = {
             "source": source,
             "reason": reason,
             "received_at": format_time(now),
+            "url": url,
             "headers": json.dumps(headers),
             "body": body,
         }

@@ -55,11 +55,20 @@ def _delivery(svc: Services, spec: InboundSource) -> Delivery:
         body=body,
         now=svc.now(),
         query=request.args.to_dict(),
-        url=request.url,
+        url=_raw_url(),
         method=request.method,
         seen=svc.store.was_used,
         config=svc.settings.source_config(),
     )
+
+
+def _raw_url() -> str:
+    """The URL as the sender wrote it (HubSpot signs it): the raw request target when the server
+    keeps it (gunicorn RAW_URI, werkzeug REQUEST_URI), since request.url has decoded escapes."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return request.url
+    return f"{request.scheme}://{request.host}{raw}"
 
 
 def _accept(svc: Services, spec: InboundSource, delivery: Delivery, parsed: Parsed):
@@ -77,7 +86,9 @@ def _accept(svc: Services, spec: InboundSource, delivery: Delivery, parsed: Pars
         reasons = "; ".join(sorted({u.reason for u in parsed.unusable}))
         headers = {k: v for k, v in delivery.headers.items() if k not in PRIVATE_HEADERS}
         kept = delivery.body if parsed.keep is None else parsed.keep
-        svc.store.quarantine(delivery.source, reasons, kept, headers, delivery.now)
+        svc.store.quarantine(
+            delivery.source, reasons, kept, headers, delivery.now, url=delivery.url
+        )
         log.info("%s.webhook.quarantined: %s", delivery.source, reasons)
     if result.wake:
         svc.wake_events()
