@@ -24,6 +24,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from connectors.base.crm import CrmClient, PushResult
+from connectors.hubspot.client import build_client as build_hubspot
 from connectors.sandbox.client import SandboxClient
 from engine import timeline
 from engine.config import Settings
@@ -89,14 +90,21 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, client: redis.Redis, clock: Clock = utcnow) -> Runtime:
+    """Everything a worker process needs. A bad CRM configuration (a missing token, a mapping to
+    an unknown stage) stops the worker at start with a message naming it."""
     store = Store(client, settings.idempotency_days)
+    reloader = RulesReloader(settings.rules_file)
+    rules = reloader.current()
     crms: dict[str, CrmClient] = {}
     for name in settings.crm_targets:
+        mapping = rules.ruleset.crm.get(name)
         if name == "sandbox":
             crms[name] = SandboxClient(lambda states: store.record_sandbox(states, clock()))
+        elif name == "hubspot":
+            crms[name] = build_hubspot(settings, client, mapping, rules.vocab)
         else:
             log.warning("CRM target %s is not available yet; its contacts stay pending", name)
-    return Runtime(settings, client, store, RulesReloader(settings.rules_file), crms, clock)
+    return Runtime(settings, client, store, reloader, crms, clock)
 
 
 # --- enqueueing ----------------------------------------------------------------------------------

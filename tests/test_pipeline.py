@@ -332,3 +332,20 @@ def test_the_profile_keeps_what_events_told_about_the_person(runtime):
         "company": "Acme Solar",
         "last_name": "Lee",
     }
+
+
+def test_build_runtime_wires_the_configured_crms(redis_client):
+    from connectors.hubspot.client import HubSpotClient
+    from engine.config import ConfigError
+
+    settings = Settings(
+        rules_file="rules.yaml",
+        crm_targets=("hubspot", "sandbox"),
+        hubspot_access_token="pat-test",
+        hubspot_api_base="http://127.0.0.1:9",
+    )
+    runtime = build_runtime(settings, redis_client)
+    assert isinstance(runtime.crms["hubspot"], HubSpotClient)
+    assert set(runtime.crms) == {"hubspot", "sandbox"}
+    with pytest.raises(ConfigError, match="HUBSPOT_ACCESS_TOKEN"):
+        build_runtime(Settings(rules_file="rules.yaml", crm_targets=("hubspot",)), redis_client)
