@@ -25,6 +25,7 @@ from rq.serializers import JSONSerializer
 
 from connectors.base.crm import CrmClient, PushResult
 from connectors.hubspot.client import build_client as build_hubspot
+from connectors.salesforce.client import build_client as build_salesforce
 from connectors.sandbox.client import SandboxClient
 from engine import timeline
 from engine.config import Settings
@@ -102,8 +103,8 @@ def build_runtime(settings: Settings, client: redis.Redis, clock: Clock = utcnow
             crms[name] = SandboxClient(lambda states: store.record_sandbox(states, clock()))
         elif name == "hubspot":
             crms[name] = build_hubspot(settings, client, mapping, rules.vocab)
-        else:
-            log.warning("CRM target %s is not available yet; its contacts stay pending", name)
+        elif name == "salesforce":
+            crms[name] = build_salesforce(settings, client, mapping, vocab=rules.vocab)
     return Runtime(settings, client, store, reloader, crms, clock)
 
 

@@ -349,3 +349,14 @@ def test_build_runtime_wires_the_configured_crms(redis_client):
     assert set(runtime.crms) == {"hubspot", "sandbox"}
     with pytest.raises(ConfigError, match="HUBSPOT_ACCESS_TOKEN"):
         build_runtime(Settings(rules_file="rules.yaml", crm_targets=("hubspot",)), redis_client)
+    with pytest.raises(ConfigError, match="SALESFORCE"):
+        build_runtime(Settings(rules_file="rules.yaml", crm_targets=("salesforce",)), redis_client)
+    both = Settings(
+        rules_file="rules.yaml",
+        crm_targets=("hubspot", "salesforce"),
+        hubspot_access_token="pat-test",
+        salesforce_login_url="https://x.my.example",
+        salesforce_client_id="id",
+        salesforce_client_secret="secret",
+    )
+    assert set(build_runtime(both, redis_client).crms) == {"hubspot", "salesforce"}
