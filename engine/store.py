@@ -90,6 +90,9 @@ redis.call('HINCRBY', KEYS[3], 'accepted|' .. c, #accepted)
 redis.call('HINCRBY', KEYS[3], 'duplicate|' .. c, #duplicates)
 redis.call('HINCRBY', KEYS[3], 'ignored|' .. c, ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'quarantined|' .. c, ARGV[6])
+redis.call('XADD', KEYS[3] .. ':deliveries', 'MAXLEN', '~', 1000, '*', 'source', c,
+           'at', ARGV[2], 'received', #KEYS - first + 1, 'accepted', #accepted,
+           'duplicates', #duplicates, 'ignored', ARGV[5], 'quarantined', ARGV[6])
 local wake = 0
 if #accepted > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then wake = 1 end
 return {wake, accepted, duplicates}
@@ -305,6 +308,12 @@ class Store:
         }
         with unavailable_as_error():
             return _text(self.redis.xadd(QUARANTINE, fields))
+
+    def recent_deliveries(self, count: int = 50) -> list[dict[str, str]]:
+        """The last deliveries and what became of them (kept: the last ~1,000)."""
+        with unavailable_as_error():
+            entries = self.redis.xrevrange(f"{METRICS}:deliveries", count=count)
+        return [{"id": _text(i), **{_text(k): _text(v) for k, v in f.items()}} for i, f in entries]
 
     def was_used(self, value: str) -> bool:
         """Whether an accepted delivery already carried this one-time value."""

@@ -360,3 +360,11 @@ def test_build_runtime_wires_the_configured_crms(redis_client):
         salesforce_client_secret="secret",
     )
     assert set(build_runtime(both, redis_client).crms) == {"hubspot", "salesforce"}
+
+
+def test_recent_deliveries_say_what_became_of_each(runtime):
+    runtime.store.accept([event("deal_won", 0)], runtime.clock(), "typeform", ignored=2)
+    runtime.store.accept([event("deal_won", 0)], runtime.clock(), "typeform", quarantined=1)
+    latest, first = runtime.store.recent_deliveries()
+    assert (first["source"], first["accepted"], first["ignored"]) == ("typeform", "1", "2")
+    assert (latest["duplicates"], latest["quarantined"]) == ("1", "1")
