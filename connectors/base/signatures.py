@@ -7,12 +7,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from connectors.base.inbound import SignatureError
+from connectors.base.inbound import Delivery, SignatureError
 
 REPLAY_WINDOW_SECONDS = 300
+_MILLIS = re.compile(r"[0-9]{1,16}")
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
@@ -44,6 +46,17 @@ def within_window(timestamp: str, now: datetime, window: int = REPLAY_WINDOW_SEC
     return seconds
 
 
+def within_window_ms(
+    timestamp: str, now: datetime, header: str, window: int = REPLAY_WINDOW_SECONDS
+) -> int:
+    """Unix milliseconds from a header (1 to 16 ASCII digits), refused when outside now ± window
+    (checked by `within_window` on the seconds, rounded down); `header` names it in refusals."""
+    if not _MILLIS.fullmatch(timestamp):
+        raise SignatureError(f"{header} must be epoch milliseconds")
+    within_window(str(int(timestamp) // 1000), now, window)
+    return int(timestamp)
+
+
 def check_basic_auth(headers: Mapping[str, str], secret: str) -> None:
     """HTTP Basic auth for vendors that do not sign: any user name, the password is the secret
     (`https://any:<secret>@host/webhooks/<source>`)."""
@@ -64,3 +77,11 @@ def check_basic_auth(headers: Mapping[str, str], secret: str) -> None:
 def basic_auth_header(secret: str, user: str = "webhook") -> str:
     """The Authorization header a vendor sends for `https://user:secret@...` (for tests)."""
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def verify_basic_auth(delivery: Delivery, secret: str | None) -> None:
+    """The verifier of a source that does not sign (HTTP Basic auth, the password is the secret).
+    Without a secret nothing is checked: the web calls it so only with ALLOW_UNSIGNED_WEBHOOKS=1."""
+    if secret is None:
+        return
+    check_basic_auth(delivery.headers, secret)

@@ -24,17 +24,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors.base.inbound import (
-    BadPayload,
-    Delivery,
-    InboundSource,
-    Parsed,
-    SignatureError,
-    Unusable,
+from connectors.base.inbound import BadPayload, Delivery, InboundSource, Parsed, SignatureError
+from connectors.base.payload import (
+    as_dict,
+    as_list,
+    compact,
+    is_email,
+    iso_time,
+    json_object,
+    named_email,
+    sent_at,
+    stripped,
+    unusable,
 )
 from connectors.base.signatures import hmac_sha256, same
 from engine.errors import InvalidEvent
-from engine.model import BehaviorEvent, format_time, normalize_email, parse_time
+from engine.model import BehaviorEvent, normalize_email
 
 NAME = "calcom"
 SIGNATURE_HEADER = "x-cal-signature-256"
@@ -84,7 +89,11 @@ EventParser = Callable[[Notice], list[BehaviorEvent]]
 
 
 def parse(delivery: Delivery) -> Parsed:
-    body = _json_object(delivery.body)
+    body = json_object(
+        delivery.body,
+        "a Cal.com webhook",
+        not_json="body is not JSON (a Cal.com custom payload template must be JSON)",
+    )
     trigger = body.get("triggerEvent")
     if not isinstance(trigger, str) or not trigger:
         raise BadPayload("not a Cal.com webhook: `triggerEvent` is missing")
@@ -94,12 +103,12 @@ def parse(delivery: Delivery) -> Parsed:
         return Parsed(ignored=1)
     payload = body.get("payload")
     if not isinstance(payload, dict):
-        return Parsed(unusable=[Unusable(f"{trigger} without a payload object", body)])
+        return unusable(f"{trigger} without a payload object", body)
     created_at = body.get("createdAt") if isinstance(body.get("createdAt"), str) else ""
     try:
         return Parsed(events=parser(Notice(trigger, created_at, payload, delivery.now)))
     except InvalidEvent as exc:
-        return Parsed(unusable=[Unusable(exc.detail, body)])
+        return unusable(exc.detail, body)
 
 
 def parse_booking_created(notice: Notice) -> list[BehaviorEvent]:
@@ -113,11 +122,11 @@ def parse_booking_rescheduled(notice: Notice) -> list[BehaviorEvent]:
         _booking(
             notice,
             "meeting_rescheduled",
-            previous_booking_uid=_text(p.get("rescheduleUid")),
+            previous_booking_uid=stripped(p.get("rescheduleUid")),
             previous_booking_id=_integer(p.get("rescheduleId")),
-            previous_start_time=_time(p.get("rescheduleStartTime")),
-            previous_end_time=_time(p.get("rescheduleEndTime")),
-            reschedule_reason=_text(_answer(p, "rescheduleReason")),
+            previous_start_time=iso_time(p.get("rescheduleStartTime")),
+            previous_end_time=iso_time(p.get("rescheduleEndTime")),
+            reschedule_reason=stripped(_answer(p, "rescheduleReason")),
         )
     ]
 
@@ -130,8 +139,8 @@ def parse_booking_cancelled(notice: Notice) -> list[BehaviorEvent]:
         _booking(
             notice,
             "meeting_canceled",
-            cancel_reason=_text(p.get("cancellationReason")),
-            canceled_by=_text(p.get("cancelledBy")),
+            cancel_reason=stripped(p.get("cancellationReason")),
+            canceled_by=stripped(p.get("cancelledBy")),
             reschedule_requested=requested if isinstance(requested, bool) else None,
         )
     ]
@@ -140,21 +149,21 @@ def parse_booking_cancelled(notice: Notice) -> list[BehaviorEvent]:
 def parse_form_submitted(notice: Notice) -> list[BehaviorEvent]:
     """A routing form response -> form_submitted, when one answer is the submitter's email."""
     p = notice.payload
-    form_id = _text(p.get("formId"))
+    form_id = stripped(p.get("formId"))
     if form_id is None:
         raise InvalidEvent("the form submission has no formId")
     fields = {
         str(key): answer.get("value") if isinstance(answer, dict) else answer
-        for key, answer in _obj(p.get("responses")).items()
+        for key, answer in as_dict(p.get("responses")).items()
     }
     email = submitter_email(fields)
     if email is None:
         raise InvalidEvent("the form response has no email answer (add an email question)")
     response_id = _integer(p.get("responseId"))
     if response_id is None:  # newer payloads nest it; older ones have none (then: createdAt)
-        response_id = _integer(_obj(p.get("response")).get("id"))
+        response_id = _integer(as_dict(p.get("response")).get("id"))
     instance = str(response_id) if response_id is not None else notice.created_at
-    properties = {"form": form_id, "form_name": _text(p.get("formName")), "fields": fields}
+    properties = {"form": form_id, "form_name": stripped(p.get("formName")), "fields": fields}
     return [
         BehaviorEvent(
             id=event_id(notice.trigger, form_id, normalize_email(email), instance),
@@ -162,7 +171,7 @@ def parse_form_submitted(notice: Notice) -> list[BehaviorEvent]:
             email=email,
             occurred_at=_occurred_at(notice),
             source=NAME,
-            properties=_compact({**properties, "team_id": _integer(p.get("teamId"))}),
+            properties=compact({**properties, "team_id": _integer(p.get("teamId"))}),
         )
     ]
 
@@ -178,17 +187,17 @@ event_types = tuple(EVENT_PARSERS)
 
 def _booking(notice: Notice, type_: str, **extra: object) -> BehaviorEvent:
     p = notice.payload
-    booker = next((a for a in _list(p.get("attendees")) if isinstance(a, dict)), {})
-    email = _text(booker.get("email")) or _text(_answer(p, "email"))
+    booker = next((a for a in as_list(p.get("attendees")) if isinstance(a, dict)), {})
+    email = stripped(booker.get("email")) or stripped(_answer(p, "email"))
     if email is None:
         raise InvalidEvent("the booking has no attendee email (payload.attendees[0].email)")
-    uid = _text(p.get("uid")) or _integer(p.get("bookingId"))
+    uid = stripped(p.get("uid")) or _integer(p.get("bookingId"))
     if uid is None:
         raise InvalidEvent("the booking has no uid (payload.uid)")
     identity = [
         uid,
         email.lower(),
-        _text(p.get("startTime")) or "",
+        stripped(p.get("startTime")) or "",
         extra.get("previous_booking_uid"),
     ]
     return BehaviorEvent(
@@ -197,30 +206,30 @@ def _booking(notice: Notice, type_: str, **extra: object) -> BehaviorEvent:
         email=email,
         occurred_at=_occurred_at(notice),
         source=NAME,
-        properties=_compact({**booking_properties(p, booker), **extra}),
+        properties=compact({**booking_properties(p, booker), **extra}),
     )
 
 
 def booking_properties(p: Mapping[str, Any], booker: Mapping[str, Any]) -> dict[str, object]:
     """DESIGN §4 meeting properties (meeting_type = the event type's title) plus extras."""
-    organizer = _obj(p.get("organizer"))
-    attendees = [a for a in _list(p.get("attendees")) if isinstance(a, dict)]
-    guests = [e for a in attendees[1:] if (e := _text(a.get("email")))]
+    organizer = as_dict(p.get("organizer"))
+    attendees = [a for a in as_list(p.get("attendees")) if isinstance(a, dict)]
+    guests = [e for a in attendees[1:] if (e := stripped(a.get("email")))]
     return {
-        "meeting_type": _text(p.get("eventTitle")) or _text(p.get("type")),
-        "start_time": _time(p.get("startTime")),
-        "end_time": _time(p.get("endTime")),
-        "organizer": _text(organizer.get("email")),
-        "organizer_name": _text(organizer.get("name")),
-        "title": _text(p.get("title")),
-        "location": _text(p.get("location")),
-        "event_type_slug": _text(p.get("type")),
+        "meeting_type": stripped(p.get("eventTitle")) or stripped(p.get("type")),
+        "start_time": iso_time(p.get("startTime")),
+        "end_time": iso_time(p.get("endTime")),
+        "organizer": stripped(organizer.get("email")),
+        "organizer_name": stripped(organizer.get("name")),
+        "title": stripped(p.get("title")),
+        "location": stripped(p.get("location")),
+        "event_type_slug": stripped(p.get("type")),
         "event_type_id": _integer(p.get("eventTypeId")),
-        "booking_uid": _text(p.get("uid")),
+        "booking_uid": stripped(p.get("uid")),
         "booking_id": _integer(p.get("bookingId")),
-        "status": _text(p.get("status")),
-        "name": _text(booker.get("name")),
-        "timezone": _text(booker.get("timeZone")),
+        "status": stripped(p.get("status")),
+        "name": stripped(booker.get("name")),
+        "timezone": stripped(booker.get("timeZone")),
         "guests": guests or None,
     }
 
@@ -233,81 +242,26 @@ def event_id(trigger: str, *parts: object) -> str:
 def submitter_email(fields: Mapping[str, object]) -> str | None:
     """An answer labelled email (or e-mail) holding an address; else the first address answered,
     which is how Cal.com itself finds the submitter (routing-forms getSubmitterEmail)."""
-    addresses = [(key, value) for key, value in fields.items() if _is_email(value)]
-    for key, value in addresses:
-        if "email" in key.lower() or "e-mail" in key.lower():
-            return str(value)
-    return str(addresses[0][1]) if addresses else None
+    labelled = named_email(fields, lambda name: "email" in name.lower() or "e-mail" in name.lower())
+    if labelled is not None:
+        return labelled
+    return next((str(value) for value in fields.values() if is_email(value)), None)
 
 
 # --- small helpers -----------------------------------------------------------------------------
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadPayload(
-            "body is not JSON (a Cal.com custom payload template must be JSON)"
-        ) from None
-    if not isinstance(data, dict):
-        raise BadPayload("body must be a JSON object (a Cal.com webhook)")
-    return data
-
-
 def _occurred_at(notice: Notice) -> datetime:
-    """When Cal.com fired the trigger (its createdAt)."""
-    if not notice.created_at:
-        return notice.now  # the payload has no createdAt: fall back to the delivery time
-    value = parse_time(notice.created_at, "createdAt")
-    try:
-        format_time(value)
-    except OverflowError:
-        raise InvalidEvent(f"createdAt is out of range: {notice.created_at!r}") from None
-    return value
+    """When Cal.com fired the trigger (its createdAt); the delivery time when it has none."""
+    return sent_at(notice.created_at, notice.now, "createdAt")
 
 
 def _answer(p: Mapping[str, Any], field: str) -> object:
-    return _obj(_obj(p.get("responses")).get(field)).get("value")
-
-
-def _is_email(value: object) -> bool:
-    try:
-        normalize_email(value)
-    except InvalidEvent:
-        return False
-    return True
-
-
-def _time(raw: object) -> str | None:
-    """A vendor time as UTC ISO 8601 with a Z, or None when absent or not a valid time."""
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    try:
-        return format_time(parse_time(raw))
-    except (InvalidEvent, OverflowError):
-        return None
-
-
-def _text(raw: object) -> str | None:
-    return raw.strip() if isinstance(raw, str) and raw.strip() else None
+    return as_dict(as_dict(p.get("responses")).get(field)).get("value")
 
 
 def _integer(raw: object) -> int | None:
     return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
-
-
-def _obj(raw: object) -> dict[str, Any]:
-    return raw if isinstance(raw, dict) else {}
-
-
-def _list(raw: object) -> list[Any]:
-    return raw if isinstance(raw, list) else []
-
-
-def _compact(properties: Mapping[str, object]) -> dict[str, object]:
-    """Properties the payload did not fill are left out rather than written as null."""
-    return {k: v for k, v in properties.items() if v is not None}
 
 
 SOURCE = InboundSource(name=NAME, verify=verify, parse=parse)

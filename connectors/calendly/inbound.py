@@ -26,17 +26,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors.base.inbound import (
-    BadPayload,
-    Delivery,
-    InboundSource,
-    Parsed,
-    SignatureError,
-    Unusable,
+from connectors.base.inbound import BadPayload, Delivery, InboundSource, Parsed, SignatureError
+from connectors.base.payload import (
+    as_dict,
+    as_list,
+    compact,
+    iso_time,
+    json_object,
+    sent_at,
+    stripped,
+    unusable,
 )
 from connectors.base.signatures import hmac_sha256, same, within_window
 from engine.errors import InvalidEvent
-from engine.model import BehaviorEvent, format_time, parse_time
+from engine.model import BehaviorEvent
 
 NAME = "calendly"
 SIGNATURE_HEADER = "calendly-webhook-signature"
@@ -108,7 +111,9 @@ EventParser = Callable[[Notice], list[BehaviorEvent]]
 
 
 def parse(delivery: Delivery) -> Parsed:
-    envelope = _json_object(delivery.body)
+    envelope = json_object(
+        delivery.body, "a Calendly webhook envelope", not_json="body is not JSON"
+    )
     kind = envelope.get("event")
     if not isinstance(kind, str) or not kind:
         raise BadPayload("not a Calendly webhook: the `event` name is missing")
@@ -118,11 +123,11 @@ def parse(delivery: Delivery) -> Parsed:
         return Parsed(ignored=1)
     payload = envelope.get("payload")
     if not isinstance(payload, dict):
-        return Parsed(unusable=[Unusable(f"{kind} without a payload object", envelope)])
+        return unusable(f"{kind} without a payload object", envelope)
     try:
         events = parser(Notice(kind, envelope.get("created_at"), payload, delivery.now))
     except InvalidEvent as exc:
-        return Parsed(unusable=[Unusable(exc.detail, envelope)])
+        return unusable(exc.detail, envelope)
     if not events:
         log.info("calendly.webhook.ignored: %s that is half of a reschedule", kind)
         return Parsed(ignored=1)
@@ -131,7 +136,7 @@ def parse(delivery: Delivery) -> Parsed:
 
 def parse_invitee_created(notice: Notice) -> list[BehaviorEvent]:
     """A booking; with `old_invitee` set, the new booking of a reschedule."""
-    previous = _text(notice.payload.get("old_invitee"))
+    previous = stripped(notice.payload.get("old_invitee"))
     if previous is None:
         return [_event(notice, "meeting_booked")]
     return [_event(notice, "meeting_rescheduled", previous_invitee=previous)]
@@ -142,14 +147,14 @@ def parse_invitee_canceled(notice: Notice) -> list[BehaviorEvent]:
     the paired invitee.created (with old_invitee) becomes the one meeting_rescheduled."""
     if notice.payload.get("rescheduled") is True:
         return []
-    cancellation = _obj(notice.payload.get("cancellation"))
+    cancellation = as_dict(notice.payload.get("cancellation"))
     return [
         _event(
             notice,
             "meeting_canceled",
-            cancel_reason=_text(cancellation.get("reason")),
-            canceled_by=_text(cancellation.get("canceled_by")),
-            canceler_type=_text(cancellation.get("canceler_type")),
+            cancel_reason=stripped(cancellation.get("reason")),
+            canceled_by=stripped(cancellation.get("canceled_by")),
+            canceler_type=stripped(cancellation.get("canceler_type")),
         )
     ]
 
@@ -163,10 +168,10 @@ event_types = tuple(EVENT_PARSERS)
 
 def _event(notice: Notice, type_: str, **extra: object) -> BehaviorEvent:
     payload = notice.payload
-    uri = _text(payload.get("uri"))
+    uri = stripped(payload.get("uri"))
     if uri is None:
         raise InvalidEvent("the invitee has no uri (payload.uri): its retries could not be told")
-    email = _text(payload.get("email"))
+    email = stripped(payload.get("email"))
     if email is None:
         raise InvalidEvent("the invitee has no email (payload.email)")
     created_at = notice.created_at if isinstance(notice.created_at, str) else ""
@@ -174,9 +179,10 @@ def _event(notice: Notice, type_: str, **extra: object) -> BehaviorEvent:
         id=event_id(notice.kind, uri, created_at),
         type=type_,
         email=email,
-        occurred_at=_occurred_at(created_at, notice.now),
+        # When Calendly created the webhook event (the booking or the cancellation).
+        occurred_at=sent_at(created_at, notice.now, "created_at"),
         source=NAME,
-        properties=_compact({**meeting_properties(payload), **extra}),
+        properties=compact({**meeting_properties(payload), **extra}, drop_empty=True),
     )
 
 
@@ -189,82 +195,30 @@ def meeting_properties(payload: Mapping[str, Any]) -> dict[str, object]:
     """DESIGN §4 meeting properties plus extras. Meeting type, times, host and location come from
     the embedded `scheduled_event` object of current payloads; the older documented shape (only the
     `event` URI) leaves them out."""
-    scheduled = _obj(payload.get("scheduled_event"))
-    host = next((m for m in _list(scheduled.get("event_memberships")) if isinstance(m, dict)), {})
-    location = _obj(scheduled.get("location"))
+    scheduled = as_dict(payload.get("scheduled_event"))
+    host = next((m for m in as_list(scheduled.get("event_memberships")) if isinstance(m, dict)), {})
+    location = as_dict(scheduled.get("location"))
     return {
-        "meeting_type": _text(scheduled.get("name")),
-        "start_time": _time(scheduled.get("start_time")),
-        "end_time": _time(scheduled.get("end_time")),
-        "organizer": _text(host.get("user_email")),
-        "organizer_name": _text(host.get("user_name")),
-        "location": _text(location.get("location")) or _text(location.get("join_url")),
-        "location_type": _text(location.get("type")),
-        "scheduled_event": _text(payload.get("event")) or _text(scheduled.get("uri")),
-        "event_type": _text(scheduled.get("event_type")),
-        "invitee": _text(payload.get("uri")),
-        "name": _text(payload.get("name")),
-        "timezone": _text(payload.get("timezone")),
+        "meeting_type": stripped(scheduled.get("name")),
+        "start_time": iso_time(scheduled.get("start_time")),
+        "end_time": iso_time(scheduled.get("end_time")),
+        "organizer": stripped(host.get("user_email")),
+        "organizer_name": stripped(host.get("user_name")),
+        "location": stripped(location.get("location")) or stripped(location.get("join_url")),
+        "location_type": stripped(location.get("type")),
+        "scheduled_event": stripped(payload.get("event")) or stripped(scheduled.get("uri")),
+        "event_type": stripped(scheduled.get("event_type")),
+        "invitee": stripped(payload.get("uri")),
+        "name": stripped(payload.get("name")),
+        "timezone": stripped(payload.get("timezone")),
         "answers": _answers(payload.get("questions_and_answers")),
-        "tracking": {k: v for k, v in _obj(payload.get("tracking")).items() if v is not None},
+        "tracking": {k: v for k, v in as_dict(payload.get("tracking")).items() if v is not None},
     }
 
 
 def _answers(raw: object) -> dict[str, object]:
-    pairs = (item for item in _list(raw) if isinstance(item, dict))
-    return {q: item.get("answer") for item in pairs if (q := _text(item.get("question")))}
-
-
-# --- small helpers -----------------------------------------------------------------------------
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadPayload("body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadPayload("body must be a JSON object (a Calendly webhook envelope)")
-    return data
-
-
-def _occurred_at(created_at: str, now: datetime) -> datetime:
-    """When the webhook event was created per Calendly (the booking or the cancellation)."""
-    if not created_at:
-        return now  # the payload has no created_at: fall back to the delivery time
-    value = parse_time(created_at, "created_at")
-    try:
-        format_time(value)
-    except OverflowError:
-        raise InvalidEvent(f"created_at is out of range: {created_at!r}") from None
-    return value
-
-
-def _time(raw: object) -> str | None:
-    """A vendor time as UTC ISO 8601 with a Z, or None when absent or not a valid time."""
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    try:
-        return format_time(parse_time(raw))
-    except (InvalidEvent, OverflowError):
-        return None
-
-
-def _text(raw: object) -> str | None:
-    return raw.strip() if isinstance(raw, str) and raw.strip() else None
-
-
-def _obj(raw: object) -> dict[str, Any]:
-    return raw if isinstance(raw, dict) else {}
-
-
-def _list(raw: object) -> list[Any]:
-    return raw if isinstance(raw, list) else []
-
-
-def _compact(properties: Mapping[str, object]) -> dict[str, object]:
-    """Properties the payload did not fill are left out rather than written as null or {}."""
-    return {k: v for k, v in properties.items() if v is not None and v != {}}
+    pairs = (item for item in as_list(raw) if isinstance(item, dict))
+    return {q: item.get("answer") for item in pairs if (q := stripped(item.get("question")))}
 
 
 SOURCE = InboundSource(name=NAME, verify=verify, parse=parse)

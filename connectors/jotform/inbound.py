@@ -16,32 +16,22 @@ from __future__ import annotations
 import email
 import email.errors
 import email.utils
-import json
 import re
 from datetime import datetime
 from typing import Any
 
-from connectors.base.inbound import (
-    BadPayload,
-    Delivery,
-    InboundSource,
-    MiB,
-    Parsed,
-    Unusable,
-)
-from connectors.base.signatures import check_basic_auth
+from connectors.base.inbound import BadPayload, Delivery, InboundSource, MiB, Parsed
+from connectors.base.payload import named_email, object_or_none, only_address, unusable
+from connectors.base.signatures import verify_basic_auth
 from engine.errors import InvalidEvent
-from engine.model import BehaviorEvent, normalize_email
+from engine.model import BehaviorEvent
 
 NAME = "jotform"
 ANSWER_KEY = re.compile(r"^q\d+_(.+)$", re.DOTALL)
 URL_CREDENTIALS = re.compile(rb"(://[^:/?#@\s]*:)[^/?#@\s]*@")
 
 
-def verify(delivery: Delivery, secret: str | None) -> None:
-    if secret is None:
-        return  # only reached when ALLOW_UNSIGNED_WEBHOOKS=1
-    check_basic_auth(delivery.headers, secret)
+verify = verify_basic_auth  # Jotform does not sign: the URL's password is the secret
 
 
 def parse(delivery: Delivery) -> Parsed:
@@ -59,16 +49,14 @@ def parse(delivery: Delivery) -> Parsed:
 def parse_submission(form: dict[str, str], now: datetime) -> Parsed:
     submission_id = form.get("submissionID", "").strip()
     if not submission_id:
-        return _unusable("submissionID is missing", form)
-    answers = _raw_request(form.get("rawRequest", ""))
+        return unusable("submissionID is missing", form)
+    answers = object_or_none(form.get("rawRequest", ""), strict=True)
     if answers is None:
-        return _unusable("rawRequest is missing or not a JSON object", form)
+        return unusable("rawRequest is missing or not a JSON object", form)
     fields = {match[1]: value for key, value in answers.items() if (match := ANSWER_KEY.match(key))}
     address = _email(fields)
     if address is None:
-        return _unusable(
-            "no email: no email question and no single address among the answers", form
-        )
+        return unusable("no email: no email question and no single address among the answers", form)
     try:
         event = BehaviorEvent(
             id=f"{NAME}:{submission_id}",
@@ -84,7 +72,7 @@ def parse_submission(form: dict[str, str], now: datetime) -> Parsed:
             },
         )
     except InvalidEvent as exc:
-        return _unusable(exc.detail, form)
+        return unusable(exc.detail, form)
     return Parsed(events=[event])
 
 
@@ -117,38 +105,11 @@ def redact_credentials(body: bytes) -> bytes:
     return URL_CREDENTIALS.sub(rb"\1***@", body)
 
 
-def _raw_request(text: str) -> dict[str, Any] | None:
-    try:
-        answers = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        return None
-    return answers if isinstance(answers, dict) else None
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _email(fields: dict[str, Any]) -> str | None:
     """The answer to a question whose name says email (`q4_email`, `q7_workEmail`); else the only
     answer that looks like an address."""
-    for name, value in fields.items():
-        if "email" in name.lower() and _is_email(value):
-            return value
-    found = {value.strip().lower() for value in fields.values() if _is_email(value)}
-    return found.pop() if len(found) == 1 else None
-
-
-def _is_email(value: object) -> bool:
-    try:
-        normalize_email(value)
-    except InvalidEvent:
-        return False
-    return True
-
-
-def _unusable(reason: str, item: object) -> Parsed:
-    return Parsed(unusable=[Unusable(reason, item)])
+    named = named_email(fields)
+    return named if named is not None else only_address(fields.values())
 
 
 SOURCE = InboundSource(

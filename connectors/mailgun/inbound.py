@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from connectors.base.formdata import MULTIPART, URLENCODED, Form, read_form
 from connectors.base.inbound import (
     Delivery,
     InboundSource,
@@ -25,11 +26,9 @@ from connectors.base.inbound import (
     Parsed,
     SignatureError,
 )
-from connectors.base.signatures import hmac_sha256, same, within_window
-from connectors.mailgun.formdata import MULTIPART, URLENCODED, Form, read_form
-from connectors.mailgun.mime import parse_mime as mime_message
-from connectors.mailgun.mime import plain_text, strip_attachments
-from connectors.mailgun.replies import (
+from connectors.base.mime import form_without_attachments, plain_text
+from connectors.base.mime import parse_mime as mime_message
+from connectors.base.replies import (
     Headers,
     InboundEmail,
     answer_200,
@@ -38,6 +37,7 @@ from connectors.mailgun.replies import (
     first_address,
     to_parsed,
 )
+from connectors.base.signatures import hmac_sha256, same, within_window
 
 NAME = "mailgun"
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
@@ -81,7 +81,8 @@ def parse(delivery: Delivery) -> Parsed:
     if token and len(token) <= MAX_TOKEN:
         parsed.once.append(once_key(token))
     if parsed.unusable:
-        parsed.keep = _without_attachments(form)
+        # Kept: the post without attachment files, `body-mime` without its attachment parts.
+        parsed.keep = form_without_attachments(form, "body-mime")
     return parsed
 
 
@@ -160,14 +161,6 @@ def _delivered_at(timestamp: str | None, now: datetime) -> datetime:
         return datetime.fromtimestamp(int(timestamp or ""), UTC)
     except (ValueError, OverflowError, OSError):
         return now
-
-
-def _without_attachments(form: Form) -> bytes:
-    """What is kept when quarantining: the post without attachment files, and `body-mime`
-    without its attachment parts."""
-    mime = form.raw("body-mime")
-    replace = {"body-mime": strip_attachments(mime)} if mime is not None else {}
-    return form.without_files(replace)
 
 
 SOURCE = InboundSource(

@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connectors.base.inbound import BadPayload, Delivery, InboundSource, MiB, Parsed
-from connectors.base.signatures import check_basic_auth
-from connectors.mailgun.mime import strip_attachments
-from connectors.mailgun.replies import (
+from connectors.base.inbound import Delivery, InboundSource, MiB, Parsed
+from connectors.base.mime import strip_attachments
+from connectors.base.payload import as_dict, as_text, json_object
+from connectors.base.replies import (
     Headers,
     InboundEmail,
     address,
@@ -28,24 +28,17 @@ from connectors.mailgun.replies import (
     first_address,
     to_parsed,
 )
+from connectors.base.signatures import verify_basic_auth
 
 NAME = "postmark"
 ATTACHMENT_FACTS = ("Name", "ContentType", "ContentLength")
 
 
-def verify(delivery: Delivery, secret: str | None) -> None:
-    if secret is None:
-        return  # only reached when ALLOW_UNSIGNED_WEBHOOKS=1
-    check_basic_auth(delivery.headers, secret)
+verify = verify_basic_auth  # Postmark does not sign: the URL's password is the secret
 
 
 def parse(delivery: Delivery) -> Parsed:
-    try:
-        body = json.loads(delivery.body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise BadPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadPayload("body must be a JSON object (one inbound message)")
+    body = json_object(delivery.body, "one inbound message")
     parsed = EVENT_PARSERS["inbound"](body, delivery)
     if parsed.unusable:
         parsed.keep = json.dumps(without_attachments(body)).encode()
@@ -54,7 +47,7 @@ def parse(delivery: Delivery) -> Parsed:
 
 def parse_inbound(message: Mapping[str, Any], delivery: Delivery) -> Parsed:
     headers = Headers(_header_pairs(message.get("Headers")))
-    from_full = _object(message.get("FromFull"))
+    from_full = as_dict(message.get("FromFull"))
     extra = {"reply_text": clip(_text(message, "StrippedTextReply"))}
     if _text(message, "MailboxHash"):
         extra["mailbox_hash"] = _text(message, "MailboxHash")
@@ -125,17 +118,12 @@ def _return_path(headers: Headers) -> str | None:
 
 def _to_addresses(message: Mapping[str, Any]) -> list[str]:
     to_full = message.get("ToFull")
-    found = [_text(_object(r), "Email") for r in to_full] if isinstance(to_full, list) else []
+    found = [_text(as_dict(r), "Email") for r in to_full] if isinstance(to_full, list) else []
     return [*found, _text(message, "To")]
 
 
-def _object(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _text(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    return value if isinstance(value, str) else ""
+    return as_text(data.get(key))
 
 
 SOURCE = InboundSource(

@@ -15,14 +15,13 @@ event id.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
+from connectors.base.formdata import MULTIPART, Form, read_form
 from connectors.base.inbound import Delivery, InboundSource, MiB, Parsed
-from connectors.base.signatures import check_basic_auth
-from connectors.mailgun.formdata import MULTIPART, Form, read_form
-from connectors.mailgun.mime import parse_mime, plain_text, strip_attachments
-from connectors.mailgun.replies import (
+from connectors.base.mime import form_without_attachments, parse_mime, plain_text
+from connectors.base.payload import object_or_none
+from connectors.base.replies import (
     Headers,
     InboundEmail,
     address,
@@ -30,14 +29,12 @@ from connectors.mailgun.replies import (
     first_address,
     to_parsed,
 )
+from connectors.base.signatures import verify_basic_auth
 
 NAME = "sendgrid"
 
 
-def verify(delivery: Delivery, secret: str | None) -> None:
-    if secret is None:
-        return  # only reached when ALLOW_UNSIGNED_WEBHOOKS=1
-    check_basic_auth(delivery.headers, secret)
+verify = verify_basic_auth  # SendGrid does not sign: the URL's password is the secret
 
 
 def parse(delivery: Delivery) -> Parsed:
@@ -45,7 +42,8 @@ def parse(delivery: Delivery) -> Parsed:
     kind = "raw" if form.raw("email") is not None else "parsed"
     parsed = EVENT_PARSERS[kind](Post(form), delivery)
     if parsed.unusable:
-        parsed.keep = _without_attachments(form)
+        # Kept: the post without attachment files, the raw `email` without its attachment parts.
+        parsed.keep = form_without_attachments(form, "email")
     return parsed
 
 
@@ -104,19 +102,8 @@ def _email(post: Post, delivery: Delivery, headers: Headers, text: str) -> Inbou
 
 
 def _json_object(text: str | None) -> dict:
-    try:
-        value = json.loads(text or "{}")
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _without_attachments(form: Form) -> bytes:
-    """What is kept when quarantining: the post without attachment files, and the raw `email`
-    without its attachment parts."""
-    raw = form.raw("email")
-    replace = {"email": strip_attachments(raw)} if raw is not None else {}
-    return form.without_files(replace)
+    """A JSON field (`charsets`, `envelope`) as an object; {} when absent or unreadable."""
+    return object_or_none(text or "{}") or {}
 
 
 SOURCE = InboundSource(

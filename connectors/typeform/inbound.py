@@ -9,23 +9,24 @@ harmless is the event id (`event_id`, kept by Typeform's retries): it changes st
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from connectors.base.inbound import (
-    BadPayload,
-    Delivery,
-    InboundSource,
-    Parsed,
-    SignatureError,
-    Unusable,
+from connectors.base.inbound import Delivery, InboundSource, Parsed, SignatureError
+from connectors.base.payload import (
+    as_dict,
+    as_list,
+    as_text,
+    is_email,
+    json_object,
+    named_email,
+    unusable,
 )
 from connectors.base.signatures import b64decode_strict, hmac_sha256, same
 from engine.errors import InvalidEvent
-from engine.model import BehaviorEvent, normalize_email
+from engine.model import BehaviorEvent
 
 NAME = "typeform"
 HEADER = "typeform-signature"
@@ -57,7 +58,7 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def parse(delivery: Delivery) -> Parsed:
-    body = _json_object(delivery.body)
+    body = json_object(delivery.body, "a Typeform webhook event", strict=True)
     kind = body.get("event_type")
     parser = EVENT_PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
@@ -70,24 +71,24 @@ def parse_form_response(body: dict[str, Any], now: datetime) -> Parsed:
     response = body.get("form_response")
     event_id = body.get("event_id")
     if not isinstance(response, dict):
-        return _unusable("form_response is missing or not an object", body)
+        return unusable("form_response is missing or not an object", body)
     if not isinstance(event_id, str) or not event_id.strip():
-        return _unusable("event_id is missing", body)
-    definition = _dict(response.get("definition"))
+        return unusable("event_id is missing", body)
+    definition = as_dict(response.get("definition"))
     labels = _field_labels(definition)
-    answers = [a for a in _list(response.get("answers")) if isinstance(a, dict)]
-    hidden = _dict(response.get("hidden"))
+    answers = [a for a in as_list(response.get("answers")) if isinstance(a, dict)]
+    hidden = as_dict(response.get("hidden"))
     email = _email(answers, hidden, labels)
     if email is None:
-        return _unusable("no email: no email answer, email hidden field or email question", body)
+        return unusable("no email: no email answer, email hidden field or email question", body)
     properties: dict[str, Any] = {
-        "form": _text(response.get("form_id")) or _text(definition.get("id")),
-        "form_name": _text(definition.get("title")),
+        "form": as_text(response.get("form_id")) or as_text(definition.get("id")),
+        "form_name": as_text(definition.get("title")),
         "fields": {_name(a, labels): _value(a) for a in answers},
-        "response_id": _text(response.get("token")),
+        "response_id": as_text(response.get("token")),
         "hidden": hidden,
     }
-    score = _dict(response.get("calculated")).get("score")
+    score = as_dict(response.get("calculated")).get("score")
     if score is not None:
         properties["score"] = score
     try:
@@ -101,7 +102,7 @@ def parse_form_response(body: dict[str, Any], now: datetime) -> Parsed:
             properties=properties,
         )
     except InvalidEvent as exc:
-        return _unusable(exc.detail, body)
+        return unusable(exc.detail, body)
     return Parsed(events=[event])
 
 
@@ -117,18 +118,18 @@ event_types = tuple(EVENT_PARSERS)
 def _field_labels(definition: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Field id -> (ref, title) from the form definition (answers carry only the field id)."""
     labels = {}
-    for field in _list(definition.get("fields")):
-        if isinstance(field, dict) and _text(field.get("id")):
-            labels[field["id"]] = (_text(field.get("ref")), _text(field.get("title")))
+    for field in as_list(definition.get("fields")):
+        if isinstance(field, dict) and as_text(field.get("id")):
+            labels[field["id"]] = (as_text(field.get("ref")), as_text(field.get("title")))
     return labels
 
 
 def _name(answer: dict[str, Any], labels: dict[str, tuple[str, str]]) -> str:
     """An answer's field name: its ref (stable, settable in the form editor), else its title."""
-    field = _dict(answer.get("field"))
-    field_id = _text(field.get("id"))
+    field = as_dict(answer.get("field"))
+    field_id = as_text(field.get("id"))
     ref, title = labels.get(field_id, ("", ""))
-    return _text(field.get("ref")) or ref or title or field_id or "?"
+    return as_text(field.get("ref")) or ref or title or field_id or "?"
 
 
 def _value(answer: dict[str, Any]) -> Any:
@@ -138,7 +139,7 @@ def _value(answer: dict[str, Any]) -> Any:
     if kind == "choice" and isinstance(value, dict):
         return value.get("label", value.get("other"))
     if kind == "choices" and isinstance(value, dict):
-        chosen = list(_list(value.get("labels")))
+        chosen = list(as_list(value.get("labels")))
         return [*chosen, value["other"]] if value.get("other") else chosen
     return value
 
@@ -149,58 +150,16 @@ def _email(
     """An email answer, else a hidden field named like email, else the answer to an email
     question (a ref or title that says email)."""
     for answer in answers:
-        if answer.get("type") == "email" and _is_email(answer.get("email")):
+        if answer.get("type") == "email" and is_email(answer.get("email")):
             return answer["email"]
-    for key, value in hidden.items():
-        if "email" in key.lower() and _is_email(value):
-            return value
+    if (hidden_email := named_email(hidden)) is not None:
+        return hidden_email
     for answer in answers:
-        field = _dict(answer.get("field"))
-        names = " ".join((_text(field.get("ref")), *labels.get(_text(field.get("id")), ())))
-        if "email" in names.lower() and _is_email(value := _value(answer)):
+        field = as_dict(answer.get("field"))
+        names = " ".join((as_text(field.get("ref")), *labels.get(as_text(field.get("id")), ())))
+        if "email" in names.lower() and is_email(value := _value(answer)):
             return value
     return None
-
-
-# --- small helpers --------------------------------------------------------------------------------
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadPayload("body must be a JSON object (a Typeform webhook event)")
-    return body
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unusable(reason: str, item: object) -> Parsed:
-    return Parsed(unusable=[Unusable(reason, item)])
-
-
-def _is_email(value: object) -> bool:
-    try:
-        normalize_email(value)
-    except InvalidEvent:
-        return False
-    return True
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
 
 
 SOURCE = InboundSource(name=NAME, verify=verify, parse=parse)

@@ -8,27 +8,28 @@ official SDK `webflow/js-webflow-api` computes the same): `x-webflow-signature` 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from connectors.base.inbound import (
-    BadPayload,
-    Delivery,
-    InboundSource,
-    Parsed,
-    SignatureError,
-    Unusable,
+from connectors.base.inbound import Delivery, InboundSource, Parsed, SignatureError
+from connectors.base.payload import (
+    as_dict,
+    as_list,
+    as_text,
+    json_object,
+    named_email,
+    only_address,
+    says_email,
+    unusable,
 )
-from connectors.base.signatures import hmac_sha256, same, within_window
+from connectors.base.signatures import hmac_sha256, same, within_window_ms
 from engine.errors import InvalidEvent
-from engine.model import BehaviorEvent, normalize_email
+from engine.model import BehaviorEvent
 
 NAME = "webflow"
 TIMESTAMP, SIGNATURE = "x-webflow-timestamp", "x-webflow-signature"
-MAX_TIMESTAMP_DIGITS = 16
 log = logging.getLogger(f"connectors.{NAME}")
 
 
@@ -42,10 +43,7 @@ def verify(delivery: Delivery, secret: str | None) -> None:
     given = delivery.headers.get(SIGNATURE, "").strip()
     if not (timestamp and given):
         raise SignatureError("missing x-webflow-timestamp or x-webflow-signature header")
-    digits = timestamp.isascii() and timestamp.isdigit()
-    if not digits or len(timestamp) > MAX_TIMESTAMP_DIGITS:
-        raise SignatureError("x-webflow-timestamp must be epoch milliseconds")
-    within_window(str(int(timestamp) // 1000), delivery.now)
+    within_window_ms(timestamp, delivery.now, TIMESTAMP)
     if not same(_signature(secret, timestamp, delivery.body).encode(), given.lower().encode()):
         raise SignatureError(
             "x-webflow-signature does not match (hex HMAC-SHA256 of timestamp:body)"
@@ -70,7 +68,7 @@ def signed_headers(secret: str, body: bytes, now: datetime) -> dict[str, str]:
 
 
 def parse(delivery: Delivery) -> Parsed:
-    body = _json_object(delivery.body)
+    body = json_object(delivery.body, "a Webflow webhook event", strict=True)
     kind, payload = body.get("triggerType"), body.get("payload")
     if kind is None and "_id" in body and "data" in body:
         kind, payload = "form_submission", _from_v1(body)
@@ -79,24 +77,24 @@ def parse(delivery: Delivery) -> Parsed:
         log.info("%s.webhook.unsupported_event: %.80r", NAME, kind)
         return Parsed(ignored=1)
     if not isinstance(payload, dict):
-        return _unusable("payload is missing or not an object", body)
+        return unusable("payload is missing or not an object", body)
     return parser(payload, delivery.now)
 
 
 def parse_form_submission(payload: dict[str, Any], now: datetime) -> Parsed:
-    submission_id = _text(payload.get("id")).strip()
-    data = _dict(payload.get("data"))
+    submission_id = as_text(payload.get("id")).strip()
+    data = as_dict(payload.get("data"))
     if not submission_id:
-        return _unusable("payload.id (the submission id) is missing", payload)
-    email = _email(data, _list(payload.get("schema")))
+        return unusable("payload.id (the submission id) is missing", payload)
+    email = _email(data, as_list(payload.get("schema")))
     if email is None:
-        return _unusable("no email: no email field and no single address among the fields", payload)
-    name = _text(payload.get("name"))
+        return unusable("no email: no email field and no single address among the fields", payload)
+    name = as_text(payload.get("name"))
     properties = {
-        "form": _text(payload.get("formId")) or name,
+        "form": as_text(payload.get("formId")) or name,
         "form_name": name,
         "fields": data,
-        "site_id": _text(payload.get("siteId")),
+        "site_id": as_text(payload.get("siteId")),
     }
     try:
         event = BehaviorEvent(
@@ -109,7 +107,7 @@ def parse_form_submission(payload: dict[str, Any], now: datetime) -> Parsed:
             properties=properties,
         )
     except InvalidEvent as exc:
-        return _unusable(exc.detail, payload)
+        return unusable(exc.detail, payload)
     return Parsed(events=[event])
 
 
@@ -134,60 +132,16 @@ def _from_v1(body: dict[str, Any]) -> dict[str, Any]:
 def _email(data: dict[str, Any], schema: list[Any]) -> str | None:
     """A field named email (any case); else one whose name or schema type mentions email; else
     the only value that looks like an address."""
-    for key, value in data.items():
-        if key.strip().lower() == "email" and _is_email(value):
-            return value
+    exact = named_email(data, lambda name: name.strip().lower() == "email")
+    if exact is not None:
+        return exact
     typed = {
-        _text(item.get("fieldName"))
+        as_text(item.get("fieldName"))
         for item in schema
-        if isinstance(item, dict) and "email" in _text(item.get("fieldType")).lower()
+        if isinstance(item, dict) and says_email(as_text(item.get("fieldType")))
     }
-    for key, value in data.items():
-        if (key in typed or "email" in key.lower()) and _is_email(value):
-            return value
-    found = {value.strip().lower() for value in data.values() if _is_email(value)}
-    return found.pop() if len(found) == 1 else None
-
-
-# --- small helpers --------------------------------------------------------------------------------
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadPayload("body must be a JSON object (a Webflow webhook event)")
-    return body
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unusable(reason: str, item: object) -> Parsed:
-    return Parsed(unusable=[Unusable(reason, item)])
-
-
-def _is_email(value: object) -> bool:
-    try:
-        normalize_email(value)
-    except InvalidEvent:
-        return False
-    return True
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    named = named_email(data, lambda name: name in typed or says_email(name))
+    return named if named is not None else only_address(data.values())
 
 
 SOURCE = InboundSource(name=NAME, verify=verify, parse=parse)

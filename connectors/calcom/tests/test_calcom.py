@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-import connectors
-from connectors.base.inbound import BadPayload, Delivery, Parsed, SignatureError
+from connectors.base.inbound import Delivery, Parsed, SignatureError
 from connectors.calcom.inbound import SOURCE, event_id, parse, signature, verify
-from engine.web import create_app
+from connectors.testing import (
+    FUZZ,
+    FUZZ_WEB,
+    assert_parses_or_refuses,
+    assert_unconfigured,
+    assert_verifies_or_refuses,
+    every_slot_replaced,
+    json_fixtures,
+    mapped_events,
+    odd_bodies,
+    odd_values,
+    post_webhook,
+    quarantined,
+    tally,
+    web_client,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 VECTOR = json.loads((FIXTURES / "derived-signature-vector.json").read_text())
@@ -56,9 +68,7 @@ def parse_fixture(name: str) -> Parsed:
 
 
 def events_of(name: str) -> list[dict]:
-    parsed = parse_fixture(name)
-    assert (parsed.ignored, parsed.unusable) == (0, [])
-    return [event.to_dict() for event in parsed.events]
+    return mapped_events(parse_fixture(name))
 
 
 def meeting(id_: str, type_: str, occurred_at: str, **properties) -> dict:
@@ -254,26 +264,19 @@ def test_unsigned_deliveries_pass_only_without_a_secret():
 
 @pytest.fixture
 def client(redis_url, redis_client, monkeypatch):
-    monkeypatch.setitem(connectors.SOURCES, "calcom", SOURCE)
-    app = create_app({"redis_url": redis_url, "webhook_secrets": {"calcom": SECRET}})
-    return app.test_client()
+    return web_client(monkeypatch, redis_url, SOURCE, SECRET)
 
 
 def post(client, body: bytes, *, secret=SECRET, content_type="application/json"):
-    headers = {"Content-Type": content_type, "X-Cal-Webhook-Version": "2021-10-20"}
+    headers = {"X-Cal-Webhook-Version": "2021-10-20"}
     if secret is not None:
         headers["X-Cal-Signature-256"] = signature(secret, body)
-    return client.post("/webhooks/calcom", data=body, headers=headers)
-
-
-def counts(response) -> tuple[int, int, int, int]:
-    body = response.json
-    return body["accepted"], body["duplicates"], body["ignored"], body["quarantined"]
+    return post_webhook(client, "calcom", body, headers, content_type)
 
 
 def test_web_a_booking_is_accepted(client):
     response = post(client, BODY)
-    assert (response.status_code, counts(response)) == (202, (1, 0, 0, 0))
+    assert (response.status_code, tally(response)) == (202, (1, 0, 0, 0))
     assert response.json["events"] == [CREATED_ID]
 
 
@@ -282,26 +285,26 @@ def test_web_a_resend_is_a_duplicate_even_with_a_new_createdAt(client):
     envelope = json.loads(BODY)
     envelope["createdAt"] = "2024-01-01T00:05:00.000Z"
     resend = post(client, json.dumps(envelope).encode())
-    assert (resend.status_code, counts(resend)) == (202, (0, 1, 0, 0))
+    assert (resend.status_code, tally(resend)) == (202, (0, 1, 0, 0))
 
 
 def test_web_booked_rescheduled_canceled_are_three_events(client):
     names = ["BOOKING_CREATED", "BOOKING_RESCHEDULED", "BOOKING_CANCELLED"]
     answers = [post(client, load(f"{n}.docs-example.json")) for n in names]
-    assert [counts(a) for a in answers] == [(1, 0, 0, 0)] * 3
+    assert [tally(a) for a in answers] == [(1, 0, 0, 0)] * 3
     assert [a.json["events"] for a in answers] == [[CREATED_ID], [RESCHEDULED_ID], [CANCELLED_ID]]
 
 
 def test_web_unmapped_trigger_is_ignored(client):
     response = post(client, load("BOOKING_NO_SHOW_UPDATED.docs-example.json"))
-    assert (response.status_code, counts(response)) == (202, (0, 0, 1, 0))
+    assert (response.status_code, tally(response)) == (202, (0, 0, 1, 0))
 
 
 def test_web_no_email_is_quarantined_and_kept(client):
     body = load("FORM_SUBMITTED.docs-example.json")
     response = post(client, body)
-    assert (response.status_code, counts(response)) == (202, (0, 0, 0, 1))
-    (kept,) = client.application.extensions["lifecycle"].store.quarantined()
+    assert (response.status_code, tally(response)) == (202, (0, 0, 0, 1))
+    (kept,) = quarantined(client)
     assert (kept["source"], json.loads(kept["body"])) == ("calcom", json.loads(body))
     assert "no email" in kept["reason"]
 
@@ -330,102 +333,40 @@ def test_web_too_large_is_413(client):
 
 
 def test_web_unset_secret_is_404(redis_url, redis_client, monkeypatch):
-    monkeypatch.setitem(connectors.SOURCES, "calcom", SOURCE)
-    client = create_app({"redis_url": redis_url, "webhook_secrets": {}}).test_client()
-    response = post(client, BODY)
-    assert response.status_code == 404
-    assert "CALCOM_WEBHOOK_SECRET" in response.json["detail"]
+    client = web_client(monkeypatch, redis_url, SOURCE, None)
+    assert_unconfigured(post(client, BODY), "CALCOM_WEBHOOK_SECRET")
 
 
 # --- fuzzing -----------------------------------------------------------------------------------
 
-ODD_VALUES = [
-    *(
-        "a@b.co",
-        "",
-        " ",
-        "BOOKING_CREATED",
-        "FORM_SUBMITTED",
-        "2024-01-01T10:00:00Z",
-        "\ud800",
-        True,
-        0,
-        1e308,
-        None,
-    ),
-    *("9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"),  # out of range in UTC
-]
-ODD = st.sampled_from(ODD_VALUES)
-JSON = st.recursive(
-    ODD | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=12,
-)
-DOCS = [json.loads(p.read_bytes()) for p in FIXTURES.glob("*.json") if "signature" not in p.name]
-FUNCTION_SCOPED = HealthCheck.function_scoped_fixture  # one app serves every example
-
-
-def _slots(node):
-    if isinstance(node, dict):
-        items = node.items()
-    elif isinstance(node, list):
-        items = enumerate(node)
-    else:
-        return
-    for key, child in items:
-        yield node, key
-        yield from _slots(child)
-
-
-@st.composite
-def mutated_bodies(draw) -> bytes:
-    doc = copy.deepcopy(draw(st.sampled_from(DOCS)))
-    slots = list(_slots(doc))
-    for _ in range(draw(st.integers(1, 3))):
-        parent, key = draw(st.sampled_from(slots))
-        parent[key] = draw(JSON)
-    body = json.dumps(doc).encode()
-    return body[: draw(st.integers(0, len(body)))] if draw(st.booleans()) else body
-
-
-BODIES = st.binary(max_size=400) | JSON.map(lambda v: json.dumps(v).encode()) | mutated_bodies()
+ODD_VALUES = odd_values("BOOKING_CREATED", "FORM_SUBMITTED", "2024-01-01T10:00:00Z")
+DOCS = json_fixtures(FIXTURES)
+BODIES = odd_bodies(DOCS, ODD_VALUES)
 
 
 def _parse_safely(body: bytes) -> None:
-    try:
-        result = parse(Delivery("calcom", {}, body, NOW))
-    except BadPayload:
-        return
-    assert isinstance(result, Parsed)
-    for event in result.events:
-        event.to_dict()  # what the store writes must be writable
+    assert_parses_or_refuses(parse, Delivery("calcom", {}, body, NOW))
 
 
 def test_every_field_of_every_fixture_replaced_by_each_odd_value():
     """Exhaustive where random mutation is thin: each slot of each fixture, each odd value."""
-    for doc in DOCS:
-        for index in range(len(list(_slots(doc)))):
-            for value in ODD_VALUES:
-                copied = copy.deepcopy(doc)
-                parent, key = list(_slots(copied))[index]
-                parent[key] = value
-                _parse_safely(json.dumps(copied).encode())
+    for body in every_slot_replaced(DOCS, ODD_VALUES):
+        _parse_safely(body)
 
 
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(BODIES)
 def test_fuzz_parse(body):
     _parse_safely(body)
 
 
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(st.text(max_size=200) | st.just(signature(SECRET, BODY)), BODIES)
 def test_fuzz_verify(header, body):
-    with contextlib.suppress(SignatureError):
-        verify(delivery(header, body), SECRET)
+    assert_verifies_or_refuses(verify, delivery(header, body), SECRET)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[FUNCTION_SCOPED])
+@FUZZ_WEB
 @given(body=BODIES, signed=st.booleans())
 def test_fuzz_web_never_500(client, body, signed):
     response = post(client, body, secret=SECRET if signed else None)

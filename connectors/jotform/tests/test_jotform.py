@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-import connectors
 from connectors.base.inbound import BadPayload, Delivery, Parsed, SignatureError
 from connectors.base.signatures import basic_auth_header
 from connectors.jotform.inbound import SOURCE, parse, redact_credentials, verify
-from engine.web import create_app
+from connectors.testing import (
+    FUZZ,
+    JSON,
+    assert_parses_or_refuses,
+    assert_unconfigured,
+    assert_verifies_or_refuses,
+    counts,
+    only_event,
+    post_basic,
+    post_webhook,
+    quarantined,
+    truncated_and_flipped,
+    web_client,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 SECRET = "jotform-test-secret"
@@ -44,11 +55,8 @@ def parsed(name: str) -> Parsed:
     return parse(delivery(raw(name), content_type(name)))
 
 
-def only_event(name: str) -> dict:
-    result = parsed(name)
-    assert (result.ignored, result.unusable) == (0, [])
-    (event,) = result.events
-    return event.to_dict()
+def event_of(name: str) -> dict:
+    return only_event(parsed(name))
 
 
 # --- one test per fixture -------------------------------------------------------------------------
@@ -70,7 +78,7 @@ def test_submission__zulip_capture():
 
 
 def test_submission__with_email():
-    assert only_event("submission__with_email.multipart") == {
+    assert event_of("submission__with_email.multipart") == {
         "id": "jotform:6101234567890123456",
         "type": "form_submitted",
         "email": "zoe.lee@example.com",
@@ -92,7 +100,7 @@ def test_submission__with_email():
 
 
 def test_submission__address_only():
-    assert only_event("submission__address_only.multipart") == {
+    assert event_of("submission__address_only.multipart") == {
         "id": "jotform:6101234567890999999",
         "type": "form_submitted",
         "email": "bo@example.org",
@@ -201,29 +209,13 @@ def test_kept_body_loses_the_credentials_of_the_echoed_webhook_url():
 
 @pytest.fixture
 def client(redis_url, redis_client, monkeypatch):
-    monkeypatch.setitem(connectors.SOURCES, "jotform", SOURCE)
-    app = create_app({"redis_url": redis_url, "webhook_secrets": {"jotform": SECRET}})
-    return app.test_client()
+    return web_client(monkeypatch, redis_url, SOURCE, SECRET)
 
 
 def post(client, name: str | None = None, *, body=None, content=None, secret=SECRET):
-    headers = {
-        "Content-Type": content_type(name) if content is None else content,
-        "Authorization": basic_auth_header(secret, "jotform"),
-    }
-    return client.post(
-        "/webhooks/jotform", data=raw(name) if body is None else body, headers=headers
-    )
-
-
-def counts(accepted=0, duplicates=0, ignored=0, quarantined=0, events=()):
-    return {
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "ignored": ignored,
-        "quarantined": quarantined,
-        "events": list(events),
-    }
+    data = raw(name) if body is None else body
+    content = content_type(name) if content is None else content
+    return post_basic(client, "jotform", data, secret, content, user="jotform")
 
 
 def test_web_accepts_then_dedupes_a_resent_submission(client):
@@ -237,10 +229,7 @@ def test_web_accepts_then_dedupes_a_resent_submission(client):
 def test_web_quarantines_a_submission_without_email(client):
     response = post(client, "submission__zulip_capture.multipart")
     assert (response.status_code, response.json) == (202, counts(quarantined=1))
-    store = client.application.extensions["lifecycle"].store
-    (kept,) = [
-        k for k in store.quarantined() if k["source"] == "jotform"
-    ]  # a shared Redis: ours only
+    (kept,) = quarantined(client, "jotform")  # a shared Redis: ours only
     assert (kept["source"], kept["body"]) == ("jotform", raw("submission__zulip_capture.multipart"))
     assert kept["reason"].startswith("no email")
     assert "authorization" not in json.loads(kept["headers"])
@@ -263,29 +252,18 @@ def test_web_refusals(client, change, status, error):
 
 def test_web_missing_credentials_is_401(client):
     name = "submission__with_email.multipart"
-    response = client.post(
-        "/webhooks/jotform", data=raw(name), headers={"Content-Type": content_type(name)}
-    )
+    response = post_webhook(client, "jotform", raw(name), content_type=content_type(name))
     assert (response.status_code, response.json["error"]) == (401, "bad_signature")
 
 
 def test_web_unset_secret_is_404(redis_url, redis_client, monkeypatch):
-    monkeypatch.setitem(connectors.SOURCES, "jotform", SOURCE)
-    app = create_app(
-        {"redis_url": redis_url, "webhook_secrets": {}, "allow_unsigned_webhooks": False}
-    )
-    response = post(app.test_client(), "submission__with_email.multipart")
-    assert (response.status_code, response.json["error"]) == (404, "unknown_source")
-    assert "JOTFORM_WEBHOOK_SECRET" in response.json["detail"]
+    client = web_client(monkeypatch, redis_url, SOURCE, None, allow_unsigned_webhooks=False)
+    response = post(client, "submission__with_email.multipart")
+    assert_unconfigured(response, "JOTFORM_WEBHOOK_SECRET")
 
 
 # --- fuzzing: only Parsed, BadPayload or SignatureError; never a 500 ------------------------------
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=16,
-)
 ANSWER_NAMES = st.sampled_from(["q1_email", "q2_workEmail", "q3_name", "email", "slug"])
 ANSWERS = st.dictionaries(ANSWER_NAMES | st.text(max_size=8), st.emails() | JSON, min_size=1)
 RAW_REQUEST = ANSWERS.map(json.dumps) | ANSWERS.map(json.dumps) | JSON.map(json.dumps)
@@ -300,45 +278,29 @@ CONTENT_TYPES = st.just("multipart/form-data; boundary=b") | st.text(PRINTABLE, 
 
 def mutated(data: st.DataObject) -> tuple[bytes, str]:
     name = data.draw(st.sampled_from(sorted(BOUNDARIES)))
-    body = bytearray(raw(name))
-    body = body[: data.draw(st.integers(0, len(body)))]
-    for _ in range(data.draw(st.integers(0, 3))):
-        if body:
-            body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
-    return bytes(body), content_type(name)
+    return truncated_and_flipped(data, raw(name)), content_type(name)
 
 
-def assert_parses_or_refuses(body: bytes, content: str) -> None:
-    try:
-        result = parse(delivery(body, content))
-    except BadPayload:
-        return
-    assert isinstance(result, Parsed)
-    for event in result.events:
-        json.dumps(event.to_dict())  # what the store writes
-
-
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(body=st.binary(max_size=512) | SHAPED, content=CONTENT_TYPES | st.text(max_size=30))
 def test_fuzz_parse(body, content):
-    assert_parses_or_refuses(body, content)
+    assert_parses_or_refuses(parse, delivery(body, content))
 
 
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(data=st.data())
 def test_fuzz_parse_mutated_fixture(data):
-    assert_parses_or_refuses(*mutated(data))
+    assert_parses_or_refuses(parse, delivery(*mutated(data)))
 
 
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(auth=st.text(max_size=60) | st.binary(max_size=40).map(lambda b: "Basic " + b.hex()))
 def test_fuzz_verify(auth):
-    with contextlib.suppress(SignatureError):
-        verify(delivery(b"", "multipart/form-data", auth), SECRET)
+    assert_verifies_or_refuses(verify, delivery(b"", "multipart/form-data", auth), SECRET)
 
 
 def test_fuzz_web_never_500(client):
-    @settings(max_examples=200, deadline=None)
+    @FUZZ
     @given(body=st.binary(max_size=512) | SHAPED, content=CONTENT_TYPES, data=st.data())
     def check(body, content, data):
         if data.draw(st.booleans()):

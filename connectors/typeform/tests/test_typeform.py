@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-import connectors
 from connectors.base.inbound import BadPayload, Delivery, Parsed, SignatureError
+from connectors.testing import (
+    FUZZ,
+    JSON,
+    assert_parses_or_refuses,
+    assert_unconfigured,
+    assert_verifies_or_refuses,
+    counts,
+    encoded,
+    only_event,
+    post_webhook,
+    quarantined,
+    truncated_and_flipped,
+    web_client,
+)
 from connectors.typeform.inbound import HEADER, SOURCE, event_types, parse, sign, verify
-from engine.web import create_app
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 SECRET = "typeform-test-secret"
@@ -33,18 +44,15 @@ def parsed(name: str) -> Parsed:
     return parse(delivery(raw(name)))
 
 
-def only_event(name: str) -> dict:
-    result = parsed(name)
-    assert (result.ignored, result.unusable) == (0, [])
-    (event,) = result.events
-    return event.to_dict()
+def event_of(name: str) -> dict:
+    return only_event(parsed(name))
 
 
 # --- one test per fixture -------------------------------------------------------------------------
 
 
 def test_form_response__docs_example():
-    assert only_event("form_response__docs_example.json") == {
+    assert event_of("form_response__docs_example.json") == {
         "id": "typeform:LtWXD3crgy",
         "type": "form_submitted",
         "email": "laura@example.com",
@@ -78,7 +86,7 @@ def test_form_response__docs_example():
 
 
 def test_form_response__hidden_email():
-    assert only_event("form_response__hidden_email.json") == {
+    assert event_of("form_response__hidden_email.json") == {
         "id": "typeform:01HZX8K2N4Q6R8T0V2W4Y6Z8A0",
         "type": "form_submitted",
         "email": "ann.lee@example.com",
@@ -99,7 +107,7 @@ def test_form_response__hidden_email():
 
 
 def test_form_response__email_question():
-    assert only_event("form_response__email_question.json") == {
+    assert event_of("form_response__email_question.json") == {
         "id": "typeform:01HZX9B7D9F1H3K5M7P9R1T3V5",
         "type": "form_submitted",
         "email": "bo@example.org",
@@ -232,24 +240,13 @@ def test_missing_submitted_at_falls_back_to_delivery_time():
 
 @pytest.fixture
 def client(redis_url, redis_client, monkeypatch):
-    monkeypatch.setitem(connectors.SOURCES, "typeform", SOURCE)
-    app = create_app({"redis_url": redis_url, "webhook_secrets": {"typeform": SECRET}})
-    return app.test_client()
+    return web_client(monkeypatch, redis_url, SOURCE, SECRET)
 
 
 def post(client, body: bytes, secret: str = SECRET, content_type: str = "application/json"):
-    headers = {"Typeform-Signature": sign(secret, body), "Content-Type": content_type}
-    return client.post("/webhooks/typeform", data=body, headers=headers)
-
-
-def counts(accepted=0, duplicates=0, ignored=0, quarantined=0, events=()):
-    return {
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "ignored": ignored,
-        "quarantined": quarantined,
-        "events": list(events),
-    }
+    return post_webhook(
+        client, "typeform", body, {"Typeform-Signature": sign(secret, body)}, content_type
+    )
 
 
 def test_web_accepts_then_dedupes_the_vendor_retry(client):
@@ -270,10 +267,7 @@ def test_web_quarantines_a_submission_without_email(client):
     body = raw("form_response__no_email.json")
     response = post(client, body)
     assert (response.status_code, response.json) == (202, counts(quarantined=1))
-    store = client.application.extensions["lifecycle"].store
-    (kept,) = [
-        k for k in store.quarantined() if k["source"] == "typeform"
-    ]  # a shared Redis: ours only
+    (kept,) = quarantined(client, "typeform")  # a shared Redis: ours only
     assert (kept["source"], kept["body"]) == ("typeform", body)
     assert kept["reason"].startswith("no email")
 
@@ -294,27 +288,18 @@ def test_web_refusals(client, body, secret, content_type, status, error):
 
 
 def test_web_missing_signature_is_401(client):
-    response = client.post("/webhooks/typeform", data=b"{}", content_type="application/json")
+    response = post_webhook(client, "typeform", b"{}")
     assert (response.status_code, response.json["error"]) == (401, "bad_signature")
 
 
 def test_web_unset_secret_is_404(redis_url, redis_client, monkeypatch):
-    monkeypatch.setitem(connectors.SOURCES, "typeform", SOURCE)
-    app = create_app(
-        {"redis_url": redis_url, "webhook_secrets": {}, "allow_unsigned_webhooks": False}
-    )
-    response = post(app.test_client(), raw("form_response__docs_example.json"))
-    assert (response.status_code, response.json["error"]) == (404, "unknown_source")
-    assert "TYPEFORM_WEBHOOK_SECRET" in response.json["detail"]
+    client = web_client(monkeypatch, redis_url, SOURCE, None, allow_unsigned_webhooks=False)
+    response = post(client, raw("form_response__docs_example.json"))
+    assert_unconfigured(response, "TYPEFORM_WEBHOOK_SECRET")
 
 
 # --- fuzzing: only Parsed, BadPayload or SignatureError; never a 500 ------------------------------
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=16,
-)
 ANSWER = st.fixed_dictionaries(
     {"type": st.sampled_from(["text", "email", "choice", "choices", "number"]) | JSON},
     optional={
@@ -350,56 +335,39 @@ SHAPED = st.fixed_dictionaries(
 
 
 def mutated(data: st.DataObject) -> bytes:
-    body = bytearray(raw("form_response__docs_example.json"))
-    body = body[: data.draw(st.integers(0, len(body)))]
-    for _ in range(data.draw(st.integers(0, 3))):
-        if body:
-            body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
-    return bytes(body)
+    return truncated_and_flipped(data, raw("form_response__docs_example.json"))
 
 
 PRINTABLE = st.characters(min_codepoint=32, max_codepoint=126)
-BODIES = st.binary(max_size=512) | JSON.map(lambda v: json.dumps(v).encode()) | SHAPED | SHAPED
+BODIES = st.binary(max_size=512) | encoded(JSON) | SHAPED | SHAPED
 
 
-def assert_parses_or_refuses(body: bytes) -> None:
-    try:
-        result = parse(delivery(body))
-    except BadPayload:
-        return
-    assert isinstance(result, Parsed)
-    for event in result.events:
-        json.dumps(event.to_dict())  # what the store writes
-
-
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(body=BODIES)
 def test_fuzz_parse(body):
-    assert_parses_or_refuses(body)
+    assert_parses_or_refuses(parse, delivery(body))
 
 
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(data=st.data())
 def test_fuzz_parse_mutated_fixture(data):
-    assert_parses_or_refuses(mutated(data))
+    assert_parses_or_refuses(parse, delivery(mutated(data)))
 
 
-@settings(max_examples=200, deadline=None)
+@FUZZ
 @given(body=st.binary(max_size=256), header=st.text(max_size=80), secret=st.text(min_size=1))
 def test_fuzz_verify(body, header, secret):
-    with contextlib.suppress(SignatureError):
-        verify(delivery(body, {HEADER: header}), secret)
+    assert_verifies_or_refuses(verify, delivery(body, {HEADER: header}), secret)
 
 
 def test_fuzz_web_never_500(client):
-    @settings(max_examples=200, deadline=None)
+    @FUZZ
     @given(body=BODIES, data=st.data())
     def check(body, data):
         if data.draw(st.booleans()):
             body = mutated(data)
         signature = data.draw(st.just(sign(SECRET, body)) | st.text(PRINTABLE, max_size=60))
-        headers = {"Typeform-Signature": signature, "Content-Type": "application/json"}
-        response = client.post("/webhooks/typeform", data=body, headers=headers)
+        response = post_webhook(client, "typeform", body, {"Typeform-Signature": signature})
         assert response.status_code in (202, 400, 401), response.json
 
     check()

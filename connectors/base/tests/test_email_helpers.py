@@ -6,10 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from connectors.base.formdata import MAX_FIELDS, read_form
 from connectors.base.inbound import BadPayload
-from connectors.mailgun.formdata import MAX_FIELDS, read_form
-from connectors.mailgun.mime import parse_mime, plain_text, strip_attachments
-from connectors.mailgun.replies import (
+from connectors.base.mime import (
+    form_without_attachments,
+    parse_mime,
+    plain_text,
+    strip_attachments,
+)
+from connectors.base.replies import (
     Headers,
     address,
     automated,
@@ -99,6 +104,20 @@ def test_strip_attachments_keeps_only_text_parts():
     stripped = strip_attachments(MESSAGE)
     assert b"PNGDATA" not in stripped and b"NOTES" not in stripped
     assert plain_text(parse_mime(stripped)) == "Not now — thanks"
+
+
+def test_a_form_without_attachments_keeps_its_mime_field_without_attachment_parts():
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="email"\r\n\r\n' + MESSAGE + b"\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="f"; filename="s.txt"\r\n\r\nSECRET\r\n'
+        b"--B--\r\n"
+    )
+    kept = form_without_attachments(read_form(body, MULTIPART), "email")
+    assert b"SECRET" not in kept and b"PNGDATA" not in kept and b"NOTES" not in kept
+    mime = read_form(kept, MULTIPART).raw("email")
+    assert mime is not None and plain_text(parse_mime(mime)) == "Not now \u2014 thanks"
+    without_field = read_form(body.replace(b'name="email"', b'name="other"'), MULTIPART)
+    assert form_without_attachments(without_field, "email") == without_field.without_files()
 
 
 # --- headers, addresses, ids, dates ---------------------------------------------------------------

@@ -9,6 +9,8 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
+from connectors.base.formdata import Form
+
 
 def parse_mime(raw: bytes) -> Message:
     return BytesParser(policy=compat32).parsebytes(raw)
@@ -32,6 +34,15 @@ def strip_attachments(raw: bytes) -> bytes:
         return message.as_bytes()
     except Exception:  # a message the generator cannot write back: keep only its headers
         return re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0] + b"\r\n\r\n"
+
+
+def form_without_attachments(form: Form, mime_field: str) -> bytes:
+    """What an email source keeps when quarantining a form post: the post without attachment
+    files, and its raw MIME field (Mailgun's `body-mime`, SendGrid's `email`) without its
+    attachment parts."""
+    raw = form.raw(mime_field)
+    replace = {mime_field: strip_attachments(raw)} if raw is not None else {}
+    return form.without_files(replace)
 
 
 def _prune(part: Message) -> None:
