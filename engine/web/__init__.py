@@ -30,11 +30,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     Services(settings).init_app(app)
 
-    from engine.web import api, health, webhooks
+    from engine.web import api, dashboard, health, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(dashboard.bp)
     _register_errors(app)
     return app
 
