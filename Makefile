@@ -32,8 +32,10 @@ test: $(STAMP)
 check: $(STAMP)
 	$(BIN)/lifecycle check rules.yaml
 
+# Plays the seed's story for six people against `make run`'s service (start it first, in
+# another terminal), then prints what happened to each.
 demo: $(STAMP)
-	$(BIN)/lifecycle demo
+	PORT=$(PORT) $(BIN)/lifecycle demo --url http://127.0.0.1:$(PORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -383,5 +383,155 @@ def info() -> None:
 """)
 
 
+# --- backtest and demo ------------------------------------------------------------------------
+
+PROGRESS_ABOVE = 10_000
+"""Without a terminal, a progress bar is shown only for runs over this many stored events."""
+
+
+@main.command("backtest")
+@click.option(
+    "--rules",
+    "candidate_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The candidate rules file, compared with the current ones (RULES_FILE).",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="DURATION",
+    help="Only events that occurred in the last DURATION (90d, 12h, 30m); default: the whole "
+    "stored history. Contacts start from nothing at the window's start, on both sides.",
+)
+@click.option(
+    "--examples",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Contacts whose outcome changes to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The whole comparison as JSON.")
+def backtest_command(candidate_path: str, since: str | None, examples: int, as_json: bool) -> None:
+    """Replay the stored event history through the current and the candidate rules, in memory.
+
+    Prints each side's funnel (now and reached per stage, conversion), the difference, and
+    examples of contacts whose stage or status ends differently, with the rules that made the
+    difference. Nothing is written: the running engine is not touched.
+    """
+    import time
+    from datetime import UTC, datetime
+
+    import redis
+
+    from engine import backtest as bt
+    from engine.rules.schema import parse_duration
+    from engine.store import StoreUnavailable
+
+    window = parse_duration(since) if since else None
+    if since and window is None:
+        raise click.BadParameter(
+            f"{since!r} is no duration; use e.g. 90d, 12h, 30m", param_hint="--since"
+        )
+    settings = config.from_env()
+    current = _load_rules_or_exit(settings.rules_file, "current rules (RULES_FILE)")
+    candidate = _load_rules_or_exit(candidate_path, "candidate rules")
+    for warning in candidate.warnings:
+        click.echo(str(warning), err=True)
+    now = datetime.now(UTC).replace(microsecond=0)
+    client = redis.Redis.from_url(
+        embedded.redis_url(settings), socket_timeout=30, socket_connect_timeout=3
+    )
+    try:
+        stored = bt.stored_event_count(client)
+        show = sys.stderr.isatty() or stored > PROGRESS_ABOVE
+        started = time.perf_counter()
+        with _progress(show, stored, "reading the event log") as update:
+            history = bt.read_history(client, now - window if window else None, progress=update)
+        read_seconds = time.perf_counter() - started
+    except StoreUnavailable as exc:
+        where = embedded.redis_url(settings)
+        raise click.ClickException(
+            f"cannot read the event history: {exc.detail} at {where}. Is the engine's Redis "
+            "running (`make run` starts the embedded one), and is REDIS_URL the one it uses?"
+        ) from None
+    finally:
+        client.close()
+    started = time.perf_counter()
+    with _progress(show, len(history.events), "replaying through both rule sets") as update:
+        result = bt.backtest(history.events, current, candidate, now, examples, update)
+    replay_seconds = time.perf_counter() - started
+    if as_json:
+        seconds = {"read": round(read_seconds, 3), "replay": round(replay_seconds, 3)}
+        body = {**result.to_dict(), "left_out": history.skipped(), "seconds": seconds}
+        click.echo(json.dumps(body, indent=2))
+        return
+    click.echo(bt.render(result, settings.rules_file, candidate_path, history))
+    click.echo(
+        f"\n(read {history.entries:,} log entries in {read_seconds:.1f} s, replayed "
+        f"{result.events:,} events twice in {replay_seconds:.1f} s)"
+    )
+
+
+def _load_rules_or_exit(path: str, what: str) -> Rules:
+    try:
+        return load(path)
+    except RulesError as exc:
+        click.echo(str(exc), err=True)
+        click.echo(f"{path}: the {what} are not valid (see `lifecycle check {path}`)", err=True)
+        sys.exit(1)
+
+
+class _progress:
+    """click.progressbar on stderr when `show`, else nothing; yields an update(n) function."""
+
+    def __init__(self, show: bool, length: int, label: str):
+        self.bar = (
+            click.progressbar(length=max(length, 1), label=label, file=sys.stderr) if show else None
+        )
+
+    def __enter__(self):
+        if self.bar is None:
+            return None
+        self.bar.__enter__()
+        return self.bar.update
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@main.command("demo")
+@click.option("--url", default=None, help="The running service (default: http://127.0.0.1:$PORT).")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for the service to process the events.",
+)
+def demo_command(url: str | None, timeout: float) -> None:
+    """Play the seed's story for six people against the running service, through real HTTP.
+
+    Events go to /webhooks/standard, signed, when STANDARD_WEBHOOK_SECRET is set, else to
+    /api/events with API_TOKEN (or the var/api_token `make run` generated). Then it waits until
+    the service has processed them and prints each contact: stage, status, the rules that fired
+    and the CRM sync state. Running it again sends the same event ids (duplicates: nothing
+    changes).
+    """
+    from engine import demo
+
+    settings = config.from_env()
+    url = url or f"http://127.0.0.1:{settings.port}"
+    token = demo.find_token(settings.api_token, embedded.var_dir(settings))
+    secret = settings.webhook_secrets.get("standard")
+    try:
+        outcomes = demo.run(url, token, secret, timeout=timeout, echo=click.echo)
+    except demo.DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not all(outcome.done for outcome in outcomes):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
