@@ -77,3 +77,46 @@ def test_rewriting_one_section_keeps_the_others(tmp_path, monkeypatch):
     assert "| speed | 20 events/s | ≥ 5 | met |" in text
     assert "| size | 3 MiB | — | — |" in text
     assert text.index("## First") < text.index("## Second")
+
+
+# --- The ingest benchmark: real redis-server, gunicorn, worker (and wrk when installed) -------
+
+
+@pytest.fixture(scope="module")
+def quick_ingest() -> Report:
+    from bench import ingest
+
+    return ingest.run(quick=True)
+
+
+def test_quick_ingest_measures_processing_and_latency(quick_ingest):
+    from bench import ingest
+
+    numbers = quick_ingest.numbers
+    assert numbers["processed_per_second"] > 0
+    assert numbers["processed_applied"] == [ingest.QUICK.prefill_events]  # each applied once
+    assert 0 < numbers["latency_p50_ms"] <= numbers["latency_p99_ms"] <= numbers["latency_max_ms"]
+    assert numbers["offered_per_second"] > 0
+
+
+def test_quick_ingest_loses_no_accepted_event_when_wrk_is_installed(quick_ingest):
+    import shutil
+
+    if shutil.which("wrk") is None:
+        assert "accepted_per_second" not in quick_ingest.numbers
+        assert any("wrk is not installed" in note for note in quick_ingest.notes)
+        return
+    numbers = quick_ingest.numbers
+    assert numbers["accepted_per_second"] > 0
+    assert numbers["bare_per_second"] > 0
+    assert numbers["accepted_lost"] == 0
+
+
+def test_quick_ingest_rows_have_verdicts_and_every_process_is_gone(quick_ingest):
+    from bench import ingest
+
+    for row in quick_ingest.rows:
+        assert row.what in quick_ingest.markdown()
+        assert (row.met is None) == (row.target == "")
+    assert ingest.STARTED, "the benchmark started no process"
+    assert ingest.survivors(ingest.STARTED) == []
