@@ -129,7 +129,7 @@ def wake_sync_for(client: redis.Redis, crm: str) -> None:
 def sweep(runtime: Runtime) -> None:
     """Enqueue whatever work is waiting without a job on its way (after a crash, at start-up)."""
     store = runtime.store
-    if (store.backlog() or store.pending_count()) and store.set_wake("events"):
+    if (store.backlog(most=1) or store.pending_count()) and store.set_wake("events"):
         wake_events(runtime)
     for crm in runtime.crms:
         if store.dirty_count(crm) and store.set_wake(f"sync:{crm}"):

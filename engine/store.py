@@ -380,7 +380,7 @@ class Store:
         self.ensure_group()
         return int(self.redis.xpending(INBOX, GROUP)["pending"])
 
-    def backlog(self, most: int = 100_000) -> int:
+    def backlog(self, most: int = 10_000) -> int:
         """Accepted events not yet delivered to any worker (counted up to `most`)."""
         self.ensure_group()
         for group in self.redis.xinfo_groups(INBOX):
