@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import REPO, Report, machine
 
-MODULES = ("rules_eval", "ingest")
+MODULES = ("rules_eval", "ingest", "sync", "backtest")
 OUTPUT = REPO / "BENCHMARKS.md"
 
 INTRO = """\
