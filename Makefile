@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo bench check clean
+.PHONY: run test lint demo bench soak check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -39,6 +39,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The long variants: 10,000 generated payloads per source against the running server, and the
+# fault suite (process kills, Redis outages) again.
+soak: $(STAMP)
+	FUZZ_SERVER_COUNT=10000 $(BIN)/python -m pytest -q -s tests/test_server_fuzz.py tests/test_faults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
