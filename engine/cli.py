@@ -278,8 +278,9 @@ def funnel(as_json: bool) -> None:
 def quarantine(replay_id: str | None, limit: int) -> None:
     """Deliveries kept because part of them could not be used (no email, say)."""
     from connectors import SOURCES
+    from engine.pipeline import utcnow
     from engine.quarantine import replay
-    from engine.store import StoreUnavailable, utcnow
+    from engine.store import StoreUnavailable
 
     svc = _services()
     try:
@@ -315,8 +316,8 @@ def quarantine(replay_id: str | None, limit: int) -> None:
 )
 def dead_letters(retry_email: str | None) -> None:
     """Contacts whose CRM push failed for good, with the CRM's message."""
-    from engine.pipeline import wake_sync_for
-    from engine.store import StoreUnavailable, utcnow
+    from engine.pipeline import utcnow, wake_sync_for
+    from engine.store import StoreUnavailable
 
     svc = _services()
     try:

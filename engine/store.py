@@ -35,7 +35,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -768,7 +768,3 @@ def _texts(values: Iterable[Any]) -> list[str]:
 
 def _counts(raw: dict[Any, Any]) -> dict[str, int]:
     return {_text(k): int(v) for k, v in raw.items() if int(v)}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

