@@ -284,6 +284,7 @@ def test_metrics_count_deliveries_refusals_processing_and_latency(client, worker
         'lifecycle_events_total{outcome="accepted",source="standard"} 1.0',
         'lifecycle_events_total{outcome="duplicate",source="standard"} 1.0',
         'lifecycle_events_total{outcome="accepted",source="api"} 1.0',
+        'lifecycle_events_total{outcome="duplicate",source="api"} 0.0',  # zeros are exported
         'lifecycle_requests_rejected_total{error="bad_signature",source="standard"} 1.0',
         "lifecycle_events_processed_total 2.0",
         'lifecycle_rule_fires_total{rule="content-download-makes-lead"} 2.0',

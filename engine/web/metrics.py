@@ -51,6 +51,9 @@ class RedisCollector(Collector):
             elif name == "rejected":
                 source, _, code = label.partition("|")
                 rejected.append(([source, code], value))
+        for source in {source for _, source in by_source}:  # the store keeps no zero counts
+            for outcome in DELIVERY_OUTCOMES:
+                by_source[outcome, source] += 0
         yield _counter(
             "lifecycle_events",
             "Events received from each source, by outcome",
