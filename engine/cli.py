@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from connectors.crm_mappings import mapping_problems
 from engine import config, embedded, timeline
 from engine.errors import InvalidEvent, RulesError
 from engine.model import BehaviorEvent, ContactState
@@ -45,6 +46,8 @@ def _check(path: Path, scenarios: Path | None) -> bool:
         click.echo(f"{path}:1: error: cannot read rules file: {exc}", err=True)
         return False
     ruleset, problems = check_text(text, str(path))
+    if ruleset is not None:
+        problems = [*problems, *mapping_problems(ruleset)]
     for problem in problems:
         click.echo(str(problem))
     errors = sum(p.severity == "error" for p in problems)

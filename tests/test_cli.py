@@ -59,6 +59,31 @@ def test_warnings_alone_pass(tmp_path):
     assert "did you mean 'form_submitted'" in result.output
 
 
+def test_check_refuses_a_crm_mapping_the_crm_would_refuse_at_its_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "rules:\n"
+        "  - {name: a, when: {event: deal_won}, then: {promote: customer}}\n"
+        "crm:\n"
+        "  hubspot:\n"
+        "    stage_property: lifecyclestage\n"
+        "    status_values: {nonsense: OPEN}\n"
+        "  salesforce:\n"
+        "    object: Account\n"
+        "  pipedrive: {}\n"
+    )
+    result = run("check", str(bad))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{bad}:6: error: crm.hubspot.status_values: 'nonsense' is not")
+    assert lines[1].startswith(f"{bad}:8: error: crm.salesforce.object: only Lead is supported")
+    assert (
+        lines[2]
+        == f"{bad}:9: error: crm.pipedrive: unknown CRM; known: hubspot, salesforce, sandbox"
+    )
+    assert lines[3] == f"{bad}: 3 error(s), 0 warning(s): not valid"
+
+
 def test_a_failing_scenario_fails_the_check(tmp_path):
     rules = tmp_path / "r.yaml"
     rules.write_text("rules:\n  - {name: a, when: {event: deal_won}, then: {promote: customer}}\n")

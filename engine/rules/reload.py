@@ -36,7 +36,7 @@ class RulesReloader:
         self.path = Path(path)
         self.interval = interval
         self._stamp = self._stat()
-        self._rules = from_text(self.path.read_text(encoding="utf-8"), str(self.path))
+        self._rules = _checked(self.path.read_text(encoding="utf-8"), str(self.path))
         self._checked = time.monotonic()
         self.status = ReloadStatus(self._rules.version, time.time())
 
@@ -68,7 +68,7 @@ class RulesReloader:
             self.status = ReloadStatus(self._rules.version, self.status.loaded_at)
             return
         try:
-            rules = from_text(text, str(self.path))
+            rules = _checked(text, str(self.path))
         except RulesError as exc:
             self._refuse(str(exc))
             return
@@ -81,3 +81,14 @@ class RulesReloader:
             "rules file not reloaded, version %s stays in force:\n%s", self._rules.version, error
         )
         self.status = ReloadStatus(self._rules.version, self.status.loaded_at, error, time.time())
+
+
+def _checked(text: str, filename: str) -> Rules:
+    """The rules, refused when a CRM's own parser refuses its `crm:` mapping."""
+    from connectors.crm_mappings import mapping_problems  # connectors build on engine.rules
+
+    rules = from_text(text, filename)
+    problems = mapping_problems(rules.ruleset)
+    if problems:
+        raise RulesError(problems)
+    return rules

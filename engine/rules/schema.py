@@ -177,7 +177,7 @@ class _Parser:
         if self.problems:
             raise RulesError(self.problems)
         return RuleSet(
-            self.file, version_of(text), self.vocab, rules, events, dict(crm), dict(doc.key_lines)
+            self.file, version_of(text), self.vocab, rules, events, crm, dict(doc.key_lines)
         )
 
     def names(self, doc: Located, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
