@@ -8,6 +8,7 @@ class does not fork per job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,9 @@ class Runtime:
     rules: RulesReloader
     crms: dict[str, CrmClient]
     clock: Clock = utcnow
+    built_for: dict[str, Any] = field(default_factory=dict)
+    """CRM name -> the (mapping, vocabulary) its client was built from; empty when the clients
+    were handed in (tests), which are then kept whatever the rules say."""
 
     _current: Runtime | None = None
 
@@ -89,6 +93,23 @@ class Runtime:
     def consumer(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
+    def crm(self, name: str) -> CrmClient | None:
+        """The client for `name`, rebuilt when a rules reload changed its `crm:` mapping or the
+        vocabulary (the reload has checked the new mapping with the same parser)."""
+        client = self.crms.get(name)
+        if client is None or name not in self.built_for:
+            return client
+        rules = self.rules.current()
+        wanted = (rules.ruleset.crm.get(name), rules.vocab)
+        if wanted == self.built_for[name]:
+            return client
+        fresh = _build_crm(name, self.settings, self.redis, self.store, rules, self.clock)
+        log.info("rules %s: the crm.%s mapping changed; client rebuilt", rules.version, name)
+        self.crms[name], self.built_for[name] = fresh, wanted
+        with contextlib.suppress(Exception):
+            getattr(client, "close", lambda: None)()
+        return fresh
+
 
 def build_runtime(settings: Settings, client: redis.Redis, clock: Clock = utcnow) -> Runtime:
     """Everything a worker process needs. A bad CRM configuration (a missing token, a mapping to
@@ -97,15 +118,22 @@ def build_runtime(settings: Settings, client: redis.Redis, clock: Clock = utcnow
     reloader = RulesReloader(settings.rules_file)
     rules = reloader.current()
     crms: dict[str, CrmClient] = {}
+    built_for: dict[str, Any] = {}
     for name in settings.crm_targets:
-        mapping = rules.ruleset.crm.get(name)
-        if name == "sandbox":
-            crms[name] = SandboxClient(lambda states: store.record_sandbox(states, clock()))
-        elif name == "hubspot":
-            crms[name] = build_hubspot(settings, client, mapping, rules.vocab)
-        elif name == "salesforce":
-            crms[name] = build_salesforce(settings, client, mapping, vocab=rules.vocab)
-    return Runtime(settings, client, store, reloader, crms, clock)
+        crms[name] = _build_crm(name, settings, client, store, rules, clock)
+        built_for[name] = (rules.ruleset.crm.get(name), rules.vocab)
+    return Runtime(settings, client, store, reloader, crms, clock, built_for)
+
+
+def _build_crm(
+    name: str, settings: Settings, client: redis.Redis, store: Store, rules: Any, clock: Clock
+) -> CrmClient:
+    mapping = rules.ruleset.crm.get(name)
+    if name == "hubspot":
+        return build_hubspot(settings, client, mapping, rules.vocab)
+    if name == "salesforce":
+        return build_salesforce(settings, client, mapping, vocab=rules.vocab)
+    return SandboxClient(lambda states: store.record_sandbox(states, clock()))
 
 
 # --- enqueueing ----------------------------------------------------------------------------------
@@ -202,7 +230,7 @@ def _look_up(runtime: Runtime, refs: list[tuple[str, str]]) -> dict[tuple[str, s
     """Ask the CRMs about record ids nobody has told us of yet (a failure leaves them parked)."""
     found: dict[tuple[str, str], str] = {}
     for crm in {crm for crm, _ in refs}:
-        client = runtime.crms.get(crm)
+        client = runtime.crm(crm)
         if client is None:
             continue
         ids = sorted({crm_id for name, crm_id in refs if name == crm})
@@ -379,7 +407,7 @@ def _wake_sync(runtime: Runtime, commit: Commit) -> None:
 def sync_dirty(crm: str) -> int:
     """Push every dirty contact's current state to `crm`, in batches; returns contacts pushed."""
     runtime = Runtime.current()
-    store, client = runtime.store, runtime.crms.get(crm)
+    store, client = runtime.store, runtime.crm(crm)
     if client is None:
         log.error("sync for %s requested but that CRM is not configured in this worker", crm)
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from rq import Queue
@@ -360,6 +361,35 @@ def test_build_runtime_wires_the_configured_crms(redis_client):
         salesforce_client_secret="secret",
     )
     assert set(build_runtime(both, redis_client).crms) == {"hubspot", "salesforce"}
+
+
+def test_a_crm_mapping_change_in_the_rules_rebuilds_that_client(redis_client, tmp_path):
+    rules_file = tmp_path / "rules.yaml"
+    shipped = Path("rules.yaml").read_text(encoding="utf-8")
+    rules_file.write_text(shipped, encoding="utf-8")
+    settings = Settings(
+        rules_file=str(rules_file),
+        crm_targets=("hubspot", "sandbox"),
+        hubspot_access_token="pat-test",
+        hubspot_api_base="http://127.0.0.1:9",
+    )
+    runtime = build_runtime(settings, redis_client)
+    runtime.rules.interval = 0
+    first, sandbox = runtime.crm("hubspot"), runtime.crm("sandbox")
+    assert runtime.crm("hubspot") is first  # nothing changed: the same client
+
+    mapping = "status_values: {future_opportunity: OPEN}"
+    changed = "status_values: {future_opportunity: IN_PROGRESS}"
+    rules_file.write_text(shipped.replace(mapping, changed))
+    second = runtime.crm("hubspot")
+    assert second is not first and runtime.crms["hubspot"] is second
+    assert second.mapping.status_values["future_opportunity"] == "IN_PROGRESS"
+    assert runtime.crm("sandbox") is sandbox  # its mapping did not change
+
+    rules_file.write_text(shipped.replace(mapping, "status_values: {nonsense: OPEN}"))
+    assert runtime.crm("hubspot") is second  # refused: the previous mapping stays in force
+    error = runtime.rules.status.error or ""
+    assert "crm.hubspot.status_values: 'nonsense' is not one of" in error
 
 
 def test_recent_deliveries_say_what_became_of_each(runtime):
