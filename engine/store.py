@@ -21,6 +21,7 @@ Keys (all under `lc:`):
     unresolved:<crm>:<id> inbox entries waiting for that record id to be learned
     quarantine            stream of deliveries kept for inspection (unusable input)
     wake:<name>           "a job is already on its way" flags (see `wake`)
+    crm:<crm>:api_usage   hash: the CRM org's API usage as the workers last saw it (for the web)
 
 Accepting is one Lua call per delivery: idempotent, atomic, durable once it returns. Applying
 events commits state, timeline, done markers, funnel counters, dirty marks, scheduled events and
@@ -49,6 +50,7 @@ P = "lc:"
 INBOX = P + "inbox"
 GROUP = "events"
 QUARANTINE = P + "quarantine"
+CONTACTS = P + "contacts"
 METRICS = P + "metrics"
 """hash of cluster-wide counters, "<name>|<label>" -> count (read by /metrics)"""
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -463,6 +465,31 @@ class Store:
             for e, r in zip(emails, raw, strict=True)
         }
 
+    def emails_first_seen(
+        self, since: float | None = None, until: float | None = None, most: int = 1000
+    ) -> list[str]:
+        """Emails of contacts first seen in [since, until) (epoch seconds), oldest first."""
+        low = since if since is not None else "-inf"
+        high = f"({until}" if until is not None else "+inf"
+        with unavailable_as_error():
+            return _texts(self.redis.zrangebyscore(CONTACTS, low, high, 0, most))
+
+    def latest_emails(self, count: int) -> list[str]:
+        """Emails of the contacts first seen last, newest first."""
+        with unavailable_as_error():
+            return _texts(self.redis.zrevrange(CONTACTS, 0, count - 1))
+
+    def emails_containing(self, text: str, most: int) -> list[str]:
+        """Up to `most` emails containing `text` (emails are stored lower-case)."""
+        pattern = "*" + "".join("\\" + c if c in "*?[]\\" else c for c in text.lower()) + "*"
+        found: list[str] = []
+        with unavailable_as_error():
+            for email, _ in self.redis.zscan_iter(CONTACTS, match=pattern, count=1000):
+                found.append(_text(email))
+                if len(found) >= most:
+                    break
+        return found
+
     def contact(self, email: str) -> Contact | None:
         with unavailable_as_error():
             raw = self.redis.get(contact_key(email))
@@ -639,12 +666,22 @@ class Store:
                 _text(k): _text(v) for k, v in self.redis.hgetall(f"{P}sandbox:{email}").items()
             }
 
+    def record_api_usage(self, crm: str, usage: dict[str, str]) -> None:
+        """What a CRM last said about the org's API allocation (the dashboard shows it)."""
+        with unavailable_as_error():
+            self.redis.hset(f"{P}crm:{crm}:api_usage", mapping=usage)
+
+    def api_usage(self, crm: str) -> dict[str, str]:
+        with unavailable_as_error():
+            found = self.redis.hgetall(f"{P}crm:{crm}:api_usage")
+        return {_text(k): _text(v) for k, v in found.items()}
+
     # --- funnel -------------------------------------------------------------------------------
 
     def funnel_counts(self, stages: Sequence[str]) -> dict[str, Any]:
         with unavailable_as_error():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(f"{P}contacts")
+            pipe.zcard(CONTACTS)
             pipe.hgetall(f"{P}funnel:current")
             pipe.hgetall(f"{P}funnel:reached")
             pipe.hgetall(f"{P}statuses")
@@ -726,7 +763,7 @@ def _write_contacts(pipe: Any, store: Store, commit: Commit) -> None:
     for event_id in commit.done:
         pipe.set(done_key(event_id), "1", ex=store.ttl)
     if commit.new_contacts:
-        pipe.zadd(f"{P}contacts", commit.new_contacts, nx=True)
+        pipe.zadd(CONTACTS, commit.new_contacts, nx=True)
     for (key, name), by in commit.counters.items():
         if by:
             pipe.hincrby(f"{P}{key}", name, by)

@@ -118,15 +118,9 @@ class ApiUsage:
         stamp = time.time() if at is None else at
         return cls(int(found.group(1)), int(found.group(2)), header or "", stamp)
 
-    def publish(self, client: redis.Redis, crm: str = "salesforce") -> None:
-        """For the web process, which never calls a CRM: HGETALL usage_key(crm)."""
+    def fields(self) -> dict[str, str]:
         values = {"used": self.used, "limit": self.limit, "header": self.header, "at": self.at}
-        client.hset(usage_key(crm), mapping={k: str(v) for k, v in values.items()})
-
-
-def usage_key(crm: str = "salesforce") -> str:
-    """Redis hash with a CRM org's last seen API usage: used, limit, header, at (epoch s)."""
-    return f"lc:crm:{crm}:api_usage"
+        return {k: str(v) for k, v in values.items()}
 
 
 class _NoAuth:

@@ -45,6 +45,7 @@ from connectors.salesforce.mapping import (
 from engine.config import ConfigError, Settings
 from engine.errors import FatalSyncError, RetriableSyncError
 from engine.model import ContactState, Vocabulary
+from engine.store import Store
 
 log = logging.getLogger("connectors.salesforce")
 
@@ -70,7 +71,7 @@ class SalesforceClient:
         mapping: SalesforceMapping,
         api_version: str,
         limiter: GuardedLimiter | None = None,
-        usage_store: redis.Redis | None = None,
+        usage_store: Store | None = None,
     ):
         self.http, self.auth, self.mapping, self.limiter = http, auth, mapping, limiter
         self.data = f"/services/data/{api_version}"
@@ -265,7 +266,7 @@ class SalesforceClient:
 
     def _publish_usage(self) -> None:
         if self._usage_store is not None and self.limit_info is not None:
-            self.limit_info.publish(self._usage_store, self.name)
+            self._usage_store.record_api_usage(self.name, self.limit_info.fields())
 
 
 def soql_quote(value: str) -> str:
@@ -353,4 +354,4 @@ def build_client(
         extra_headers=CALL_OPTIONS,
     )
     auth.on_instance = lambda url: setattr(http, "base_url", url)
-    return SalesforceClient(http, auth, mapping, version, limiter, redis_client)
+    return SalesforceClient(http, auth, mapping, version, limiter, Store(redis_client))

@@ -9,13 +9,14 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from connectors.salesforce.auth import ApiUsage, usage_key
+from connectors.salesforce.auth import ApiUsage
 from connectors.salesforce.client import build_client, soql_quote
 from connectors.salesforce.fake_server import USER_ID, FakeSalesforce
 from connectors.salesforce.mapping import parse_mapping
 from engine.config import ConfigError, Settings
 from engine.model import DEFAULT_STAGES, STATUS_STAGE, BehaviorEvent, ContactState, Vocabulary
 from engine.pipeline import Runtime, build_runtime, drain_events, sync_dirty
+from engine.store import Store
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
@@ -213,8 +214,12 @@ def test_api_usage_is_read_from_every_answer_and_published(client, fake, redis_c
     fake.api_usage = 41
     client.push([state("ann@example.com", "lead")], {}, {})
     assert (client.limit_info.used, client.limit_info.limit) == (44, 100_000)
-    stored = redis_client.hgetall(usage_key())
-    assert stored[b"header"] == b"api-usage=44/100000"
+    stored = Store(redis_client).api_usage("salesforce")
+    assert (stored["header"], stored["used"], stored["limit"]) == (
+        "api-usage=44/100000",
+        "44",
+        "100000",
+    )
 
 
 def test_a_status_the_org_does_not_have_is_refused_before_sending(fake, redis_client):

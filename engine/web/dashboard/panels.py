@@ -13,18 +13,16 @@ from typing import Any
 from flask import current_app
 
 from connectors.hubspot.client import build_client as build_hubspot
-from connectors.salesforce.auth import usage_key
 from connectors.salesforce.client import build_client as build_salesforce
 from engine.errors import EngineError
 from engine.model import parse_time
-from engine.store import NO_STAGE, Contact, P, Store, unavailable_as_error
+from engine.store import NO_STAGE, Contact, Store, unavailable_as_error
 from engine.web.api import funnel_report
 from engine.web.services import Services
 
 PRESETS = {"all": None, "7d": 7, "30d": 30, "90d": 90, "365d": 365}
 PERIOD_CAP = 50_000
 """A period's funnel reads each contact first seen in it; beyond this many it says so."""
-CONTACTS = f"{P}contacts"
 """The store's sorted set of emails by first-seen time (the time of their first event)."""
 CRM_BUILDERS = {"hubspot": build_hubspot, "salesforce": build_salesforce}
 
@@ -102,12 +100,15 @@ class PeriodCounts:
         }
 
     def _contacts(self) -> list[Contact]:
-        low = self.period.since.timestamp() if self.period.since else "-inf"
-        high = f"({self.period.until.timestamp()}" if self.period.until else "+inf"
+        since, until = self.period.since, self.period.until
+        emails = self.store.emails_first_seen(
+            since.timestamp() if since else None,
+            until.timestamp() if until else None,
+            most=PERIOD_CAP + 1,
+        )
+        self.capped = len(emails) > PERIOD_CAP
         found: list[Contact] = []
         with unavailable_as_error():
-            emails = texts(self.store.redis.zrangebyscore(CONTACTS, low, high, 0, PERIOD_CAP + 1))
-            self.capped = len(emails) > PERIOD_CAP
             for start in range(0, min(len(emails), PERIOD_CAP), 1000):
                 loaded = self.store.load(emails[start : min(start + 1000, PERIOD_CAP)])
                 found.extend(item for item in loaded.values() if not item.new)
@@ -119,23 +120,18 @@ class PeriodCounts:
 
 def recent_contacts(store: Store, count: int = 20) -> list[dict[str, Any]]:
     """The contacts first seen last (by the time of their first event)."""
-    with unavailable_as_error():
-        emails = texts(store.redis.zrevrange(CONTACTS, 0, count - 1))
-        loaded = store.load(emails)
-    return [_row(loaded[e]) for e in emails if not loaded[e].new]
+    return _rows(store, store.latest_emails(count))
 
 
 def search_contacts(store: Store, query: str, most: int = 25) -> list[dict[str, Any]]:
-    """Contacts whose email contains `query` (emails are stored lower-case)."""
-    pattern = "*" + "".join("\\" + c if c in "*?[]\\" else c for c in query.lower()) + "*"
-    found: list[str] = []
+    """Contacts whose email contains `query`."""
+    return _rows(store, sorted(store.emails_containing(query, most)))
+
+
+def _rows(store: Store, emails: list[str]) -> list[dict[str, Any]]:
     with unavailable_as_error():
-        for email, _ in store.redis.zscan_iter(CONTACTS, match=pattern, count=1000):
-            found.append(texts([email])[0])
-            if len(found) >= most:
-                break
-        loaded = store.load(found)
-    return [_row(loaded[e]) for e in sorted(found) if not loaded[e].new]
+        loaded = store.load(emails)
+    return [_row(loaded[e]) for e in emails if not loaded[e].new]
 
 
 def _row(item: Contact) -> dict[str, Any]:
@@ -156,7 +152,6 @@ def sync_health(svc: Services, crm: str, counts: dict[str, int]) -> dict[str, An
     """One CRM target: pending pushes, pushes done, dead letters with the CRM's error, the
     rate-limit budget in use and (Salesforce) the org's API usage as the workers last saw it."""
     store = svc.store
-    usage = svc.redis.hgetall(usage_key(crm)) if crm == "salesforce" else {}
     return {
         "crm": crm,
         "pending": store.dirty_count(crm),
@@ -165,7 +160,7 @@ def sync_health(svc: Services, crm: str, counts: dict[str, int]) -> dict[str, An
         "retries": counts.get(f"sync|{crm}|retry", 0),
         "dead_letters": store.dead_letters(crm),
         "budget": _budget(svc, crm),
-        "api_usage": dict(zip(texts(usage), texts(usage.values()), strict=True)) or None,
+        "api_usage": store.api_usage(crm) or None,
     }
 
 
