@@ -57,6 +57,8 @@ STANDARD_EVENT_TYPES: tuple[str, ...] = (
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_EVENT_ID = 256
+CLAIMED_OCCURRED_AT = "claimed_occurred_at"
+"""Property keeping the time an event claimed when it was dated in the future (see not_after)."""
 _REQUIRED = ("id", "type", "email", "occurred_at")
 
 
@@ -183,6 +185,15 @@ class BehaviorEvent:
             "properties": dict(self.properties),
             **({"crm": self.crm, "crm_id": self.crm_id} if self.crm_id else {}),
         }
+
+    def not_after(self, limit: datetime) -> BehaviorEvent:
+        """This event, dated `limit` when it claims a later time: a sender whose clock runs ahead
+        must not date a contact's history in the future (a status change dated years ahead would
+        make every real event after it look stale). The claimed time stays in the properties."""
+        if self.occurred_at <= limit:
+            return self
+        claimed = {CLAIMED_OCCURRED_AT: format_time(self.occurred_at)}
+        return replace(self, occurred_at=limit, properties={**self.properties, **claimed})
 
     @property
     def resolved(self) -> bool:

@@ -320,7 +320,9 @@ class Store:
     ) -> Accepted:
         """Make events durable and idempotent. Only after this returns may the caller answer 2xx.
         `channel` (the webhook source, or "api") and the counts feed the metrics; `once` values
-        (replay tokens) are remembered in the same atomic step."""
+        (replay tokens) are remembered in the same atomic step. An event dated after `now` is
+        kept dated `now` (BehaviorEvent.not_after)."""
+        events = [event.not_after(now) for event in events]
         keys = [
             INBOX,
             wake_key("events"),

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from engine.model import ContactState, format_time
+from engine.model import CLAIMED_OCCURRED_AT, ContactState, format_time
 from engine.process import Step
 
 
@@ -21,7 +21,14 @@ def entry(step: Step, processed_at: datetime) -> dict[str, Any]:
         "processed_at": format_time(processed_at),
         "rules_version": step.rules_version,
         "changes": [change.to_dict() for change in step.changes],
+        **_claimed(event.properties),
     }
+
+
+def _claimed(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """A sender's time later than the arrival, which the event was dated instead (not_after)."""
+    claimed = properties.get(CLAIMED_OCCURRED_AT)
+    return {CLAIMED_OCCURRED_AT: claimed} if claimed else {}
 
 
 def render(state: ContactState, timeline: Iterable[Mapping[str, Any]]) -> str:

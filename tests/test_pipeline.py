@@ -392,6 +392,33 @@ def test_a_crm_mapping_change_in_the_rules_rebuilds_that_client(redis_client, tm
     assert "crm.hubspot.status_values: 'nonsense' is not one of" in error
 
 
+def test_an_event_dated_in_the_future_is_kept_dated_when_it_arrived(runtime):
+    """A sender's clock years ahead must not freeze the status: later real events would all
+    look older than its status change and be refused as stale."""
+    ahead = runtime.clock() + timedelta(days=3650)
+    accept(runtime, event("meeting_booked", 0))
+    drain_events()
+    claimed = BehaviorEvent(
+        id="from-the-future",
+        type="call_logged",
+        email="ann@example.com",
+        occurred_at=ahead,
+        properties={"outcome": "no_answer"},
+    )
+    accept(runtime, claimed)
+    runtime.clock.now += timedelta(minutes=5)
+    accept(runtime, event("call_logged", 185, id_="real", outcome="connected"))
+    drain_events()
+    contact = runtime.store.contact("ann@example.com")
+    assert contact.state.status == "connected"
+    future = next(
+        t for t in runtime.store.timeline("ann@example.com") if t["event_id"] == claimed.id
+    )
+    assert future["occurred_at"].startswith("2026-11-26T12:00:00")
+    assert future["claimed_occurred_at"].startswith("2036-")
+    assert runtime.store.contact("ann@example.com").state.status_changed_at < ahead
+
+
 def test_recent_deliveries_say_what_became_of_each(runtime):
     runtime.store.accept([event("deal_won", 0)], runtime.clock(), "typeform", ignored=2)
     runtime.store.accept([event("deal_won", 0)], runtime.clock(), "typeform", quarantined=1)
