@@ -137,6 +137,16 @@ def _read_events(stream) -> tuple[list[BehaviorEvent], int]:
     return parsed, bad
 
 
+REQUEST_TIMEOUT = 15
+"""`lifecycle serve --timeout`: gunicorn kills and replaces a sync worker busy with one request for
+longer than this, which is what cuts off a client trickling its headers or body (a slowloris).
+Legitimate requests take well under a second (a frozen Redis is answered 503 within about 5 s),
+and a 30 MiB email post needs about 2 MB/s to arrive within 15 s. A sync worker serves one at a
+time: with N workers, others are still answered while up to N - 1 clients trickle; beyond that
+they wait up to this long. Public exposure wants a buffering proxy in front (README, "Reliability
+and scale")."""
+
+
 @main.command()
 @click.option("--port", type=int, default=None, help="Port (default: $PORT or 8000).")
 @click.option("--host", default=None, help="Interface (default: $HOST or 127.0.0.1).")
@@ -151,10 +161,22 @@ def _read_events(stream) -> tuple[list[BehaviorEvent], int]:
     type=int,
     default=1,
     show_default=True,
-    help="Threads per worker (sync workers measured fastest on 2 cores).",
+    help="Threads per worker (sync workers measured fastest on 2 cores). Above 1 gunicorn runs "
+    "gthread workers, whose threads --timeout does not cut off: keep 1 unless a buffering proxy "
+    "is in front.",
 )
-def serve(port: int | None, host: str | None, workers: int | None, threads: int) -> None:
-    """Run the web service under gunicorn."""
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=REQUEST_TIMEOUT,
+    show_default=True,
+    help="Seconds one request may hold a worker; a client still sending after that is cut off "
+    "(its worker is replaced).",
+)
+def serve(
+    port: int | None, host: str | None, workers: int | None, threads: int, timeout: int
+) -> None:
+    """Run the web service under gunicorn (sync workers: one request at a time each)."""
     settings = config.from_env()
     port = port or settings.port
     host = host or os.environ.get("HOST", "127.0.0.1")
@@ -171,6 +193,8 @@ def serve(port: int | None, host: str | None, workers: int | None, threads: int)
         str(threads),
         "--access-logfile",
         "-",
+        "--timeout",
+        str(timeout),
         "--graceful-timeout",
         "20",
         "engine.web:create_app()",
