@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -13,12 +14,12 @@ from engine.errors import (
     EngineError,
     InvalidEvent,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
 )
 from engine.model import format_time, normalize_email
 from engine.store import StoreUnavailable
+from engine.web.body import bounded_body
 from engine.web.services import Services, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -43,11 +44,10 @@ def post_events():
     svc = services()
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"send application/json, got {request.mimetype or 'none'}")
-    if request.content_length is not None and request.content_length > MAX_EVENTS_BYTES:
-        raise PayloadTooLarge(f"at most {MAX_EVENTS_BYTES} bytes per request")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("body is not JSON")
+    try:
+        body = json.loads(bounded_body(MAX_EVENTS_BYTES, "requests to /api/events"))
+    except ValueError:  # UnicodeDecodeError included
+        raise BadRequest("body is not JSON") from None
     items = body if isinstance(body, list) else [body]
     events, problems = [], []
     for index, item in enumerate(items):

@@ -8,8 +8,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from connectors import SOURCES
 from connectors.base.inbound import Answer, Delivery, InboundSource, Parsed
-from engine.errors import EngineError, NotFound, PayloadTooLarge, UnsupportedMediaType
+from engine.errors import EngineError, NotFound, UnsupportedMediaType
 from engine.store import StoreUnavailable
+from engine.web.body import bounded_body
 from engine.web.services import Services, services
 
 bp = Blueprint("webhooks", __name__)
@@ -40,15 +41,11 @@ def receive(source: str):
 
 
 def _delivery(svc: Services, spec: InboundSource) -> Delivery:
-    if request.content_length is not None and request.content_length > spec.max_bytes:
-        raise PayloadTooLarge(f"{spec.name} deliveries are limited to {spec.max_bytes} bytes")
     if request.mimetype not in spec.content_types:
         expected = " or ".join(spec.content_types)
         got = request.mimetype or "no content type"
         raise UnsupportedMediaType(f"{spec.name} expects {expected}, got {got}")
-    body = request.stream.read(spec.max_bytes + 1)
-    if len(body) > spec.max_bytes:
-        raise PayloadTooLarge(f"{spec.name} deliveries are limited to {spec.max_bytes} bytes")
+    body = bounded_body(spec.max_bytes, f"{spec.name} deliveries")
     return Delivery(
         source=spec.name,
         headers={k.lower(): v for k, v in request.headers.items()},
