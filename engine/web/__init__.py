@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine import config
+from engine import config, logs
 from engine.errors import EngineError
 from engine.web.services import Services
 
@@ -22,6 +22,7 @@ log = logging.getLogger("engine.web")
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Settings come from the environment, then `test_config` (Settings field names) on top."""
+    logs.to_stderr()  # gunicorn sets up only its own loggers
     settings = config.from_env()
     if test_config:
         settings = settings.with_overrides(test_config)
