@@ -205,11 +205,22 @@ def serve(
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-def worker(burst: bool) -> None:
-    """Run an RQ worker for the events and sync queues, with the scheduler."""
-    from engine.worker import run_worker
+@click.option(
+    "--queues",
+    default="events,sync",
+    show_default=True,
+    help="Queues to work on, comma-separated. One worker per queue keeps CRM rate limits from "
+    "ever holding events back (the Procfile runs it so).",
+)
+def worker(burst: bool, queues: str) -> None:
+    """Run an RQ worker (with the scheduler) for the events and/or sync queues."""
+    from engine.worker import QUEUES, run_worker
 
-    run_worker(config.from_env(), burst=burst)
+    chosen = tuple(dict.fromkeys(q.strip() for q in queues.split(",") if q.strip()))
+    unknown = [q for q in chosen if q not in QUEUES]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(QUEUES)}", param_hint="--queues")
+    run_worker(config.from_env(), burst=burst, queues=chosen)
 
 
 @main.command("redis")

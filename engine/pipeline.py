@@ -40,6 +40,7 @@ from engine.store import (
     Commit,
     Contact,
     InboxEntry,
+    Lease,
     Store,
     requeue,
     set_aside,
@@ -52,6 +53,16 @@ EVENTS_QUEUE = "events"
 SYNC_QUEUE = "sync"
 MAX_JOB_SECONDS = 50.0
 """A drain job hands over to a fresh job after this long, so no job runs into RQ's timeout."""
+SLICE_SECONDS = 0.25
+"""A drain or sync job that has run this long hands over to a fresh job of its kind (at the back
+of its queue) when the other queue has work waiting. With the worker taking its queues in turn,
+one process serving both keeps both short: steady traffic never starves the sync, and a backlog
+of pushes holds events back about a slice at most."""
+SYNC_LEASE_SECONDS = 10.0
+"""At most one job pushes to a CRM at a time: two at once would each read what the CRM holds and
+both create a record it lacked (a duplicate Salesforce lead), or record an older push as synced
+after a newer one. A sync job holds a Lease on the CRM, which frees up this long after a killed
+worker stopped renewing it. (The CRMs' rate limits, not the number of pushers, bound sync.)"""
 Clock = Callable[[], datetime]
 
 
@@ -69,6 +80,9 @@ class Runtime:
     rules: RulesReloader
     crms: dict[str, CrmClient]
     clock: Clock = utcnow
+    queues: tuple[str, ...] = (EVENTS_QUEUE, SYNC_QUEUE)
+    """The queues this process works on: a job hands over to the other queue only when this
+    process also serves that one (SLICE_SECONDS)."""
     built_for: dict[str, Any] = field(default_factory=dict)
     """CRM name -> the (mapping, vocabulary) its client was built from; empty when the clients
     were handed in (tests), which are then kept whatever the rules say."""
@@ -122,7 +136,7 @@ def build_runtime(settings: Settings, client: redis.Redis, clock: Clock = utcnow
     for name in settings.crm_targets:
         crms[name] = _build_crm(name, settings, client, store, rules, clock)
         built_for[name] = (rules.ruleset.crm.get(name), rules.vocab)
-    return Runtime(settings, client, store, reloader, crms, clock, built_for)
+    return Runtime(settings, client, store, reloader, crms, clock, built_for=built_for)
 
 
 def _build_crm(
@@ -189,10 +203,25 @@ def drain_events() -> int:
                 timedelta(seconds=1), drain_events, result_ttl=0, failure_ttl=86_400
             )
             return handled
-        if time.monotonic() - started > MAX_JOB_SECONDS:
+        elapsed = time.monotonic() - started
+        if elapsed > MAX_JOB_SECONDS or (elapsed > SLICE_SECONDS and _sync_waiting(runtime)):
             if store.set_wake("events"):
                 wake_events(runtime)
             return handled
+
+
+def _events_waiting(runtime: Runtime) -> bool:
+    """This process also applies events, and some are waiting in the inbox."""
+    return EVENTS_QUEUE in runtime.queues and bool(runtime.store.backlog(most=1))
+
+
+def _sync_waiting(runtime: Runtime) -> bool:
+    """This process also pushes, and a contact is due for a push to some CRM (a sync job is
+    queued for it)."""
+    if SYNC_QUEUE not in runtime.queues:
+        return False
+    now = runtime.clock()
+    return any(runtime.store.dirty(crm, 1, now) for crm in runtime.crms)
 
 
 def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
@@ -411,13 +440,36 @@ def sync_dirty(crm: str) -> int:
     if client is None:
         log.error("sync for %s requested but that CRM is not configured in this worker", crm)
         return 0
+    store.clear_wake(f"sync:{crm}")  # first: a job killed from here on leaves no flag behind
+    lease = Lease(runtime.redis, f"sync:{crm}", SYNC_LEASE_SECONDS)
+    if not lease.acquire():
+        # Another job is pushing to this CRM; it takes every dirty contact before it stops. With
+        # the flag gone, the next change (or the workers' sweep, should that job's worker have
+        # died) sends a new job.
+        return 0
+    try:
+        pushed, more = _push_dirty(runtime, client, crm, lease)
+    finally:
+        lease.release()
+    if more:
+        if store.set_wake(f"sync:{crm}"):
+            wake_sync(runtime, crm)
+    elif store.dirty(crm, 1, runtime.clock()):
+        wake_sync(runtime, crm)  # dirtied while this job was finishing: its job found us busy
+    return pushed
+
+
+def _push_dirty(runtime: Runtime, client: CrmClient, crm: str, lease: Lease) -> tuple[int, bool]:
+    """Push batches while the lease is held; (contacts pushed, whether work is left for a fresh
+    job)."""
+    store = runtime.store
     pushed, started = 0, time.monotonic()
-    while True:
+    while lease.held:
         store.clear_wake(f"sync:{crm}")
         emails = store.dirty(crm, client.batch_size, runtime.clock())
         if not emails:
             _retry_later(runtime, crm)
-            return pushed
+            return pushed, False
         contacts = store.load(emails)
         states = [c.state for c in contacts.values()]
         profiles = {email: c.profile for email, c in contacts.items()}
@@ -430,10 +482,11 @@ def sync_dirty(crm: str) -> int:
                 error = result.error or "unknown error"
                 store.mark_failed(crm, state.email, error, not result.retryable, now)
         pushed += len(states)
-        if time.monotonic() - started > MAX_JOB_SECONDS:
-            if store.set_wake(f"sync:{crm}"):
-                wake_sync(runtime, crm)
-            return pushed
+        elapsed = time.monotonic() - started
+        if elapsed > MAX_JOB_SECONDS or (elapsed > SLICE_SECONDS and _events_waiting(runtime)):
+            return pushed, True
+    log.warning("sync lease for %s lapsed (this worker stalled); leaving the rest to others", crm)
+    return pushed, True
 
 
 def _push(

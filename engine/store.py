@@ -16,6 +16,7 @@ Keys (all under `lc:`):
     dirty:<crm>           sorted set email -> when it first needed a push to that CRM
     sync:<crm>:<email>    hash: synced_version, state (synced|pending|dead_letter), error
     lock:<email>          per-contact lock (token), so one contact's events apply one at a time
+    lease:<name>          a Lease (token): lease:sync:<crm> lets one job at a time push to a CRM
     crmid:<crm>:<id>      email of the contact a CRM knows by that record id (learned)
     crmids:<email>        hash crm -> record id
     unresolved:<crm>:<id> inbox entries waiting for that record id to be learned
@@ -125,6 +126,11 @@ return 0
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -807,6 +813,43 @@ def set_aside(store: Store, entries: Sequence[InboxEntry], now: datetime) -> Non
             )
         pipe.xack(INBOX, GROUP, *(e.entry_id for e in entries))
         pipe.execute()
+
+
+class Lease:
+    """At most one holder at a time for `name` (key lease:<name>). A thread renews it every third
+    of `seconds` while held, so a live holder keeps it however long it works, and a killed one's
+    lease frees up by itself after `seconds`."""
+
+    def __init__(self, client: redis.Redis, name: str, seconds: float):
+        self.client, self.key, self.token = client, f"{P}lease:{name}", secrets.token_hex(8)
+        self.ttl_ms = max(1, int(seconds * 1000))
+        self.held = False
+        self._stop = threading.Event()
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+
+    def acquire(self) -> bool:
+        with unavailable_as_error():
+            self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        if self.held:
+            threading.Thread(target=self._renew, name=f"renew {self.key}", daemon=True).start()
+        return self.held
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                if not self._renew_script(keys=[self.key], args=[self.token, self.ttl_ms]):
+                    self.held = False
+                    return
+            except redis.RedisError:
+                continue  # Redis away: try again; the lease lapses if it stays away too long
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.held:
+            with contextlib.suppress(redis.RedisError):
+                self._release_script(keys=[self.key], args=[self.token])
+        self.held = False
 
 
 class unavailable_as_error:

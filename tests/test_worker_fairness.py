@@ -1,0 +1,127 @@
+"""One worker serves the events and the sync queues: neither starves the other.
+
+Steady traffic keeps the events queue busy; a backlog of pushes keeps the sync queue busy. The
+worker takes its queues in turn (RQ's round-robin dequeuing), and a drain or sync job that has run
+its slice hands over to a fresh job of its kind, at the back of its queue, when the other
+queue has work waiting (measured end to end by bench/crm_latency.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from engine import pipeline
+from engine.config import Settings
+from engine.model import BehaviorEvent
+from engine.pipeline import EVENTS_QUEUE, SYNC_QUEUE, Runtime, build_runtime, drain_events
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def runtime(redis_client, monkeypatch):
+    monkeypatch.setattr(pipeline, "SLICE_SECONDS", 0.0)  # hand over after every batch
+    settings = Settings(rules_file="rules.yaml", event_batch_size=10)
+    rt = Runtime.install(build_runtime(settings, redis_client, lambda: datetime.now(UTC)))
+    yield rt
+    Runtime._current = None
+
+
+def accept(rt: Runtime, count: int, prefix: str) -> None:
+    events = [
+        BehaviorEvent(f"{prefix}-{i}", "content_downloaded", f"{prefix}{i}@example.com",
+                      T0 + timedelta(seconds=i))
+        for i in range(count)
+    ]  # fmt: skip
+    rt.store.accept(events, rt.clock())
+
+
+def queued(rt: Runtime, name: str) -> list[str]:
+    return [
+        job.func_name for job in Queue(name, connection=rt.redis, serializer=JSONSerializer).jobs
+    ]
+
+
+def test_a_drain_job_hands_over_when_contacts_wait_for_a_push(runtime):
+    accept(runtime, 30, "a")
+    runtime.redis.delete("rq:queue:events", "rq:queue:sync")  # what accept would have enqueued
+
+    handled = drain_events()
+
+    assert handled == 10  # one batch, then the sync's turn
+    assert runtime.store.dirty_count("sandbox") == 10
+    assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]
+    assert queued(runtime, EVENTS_QUEUE) == ["engine.pipeline.drain_events"]  # the rest later
+    assert runtime.store.backlog() == 20
+
+
+def test_a_drain_job_runs_on_while_nothing_waits_for_a_push(runtime, monkeypatch):
+    monkeypatch.setattr(pipeline, "_sync_waiting", lambda rt: False)
+    accept(runtime, 30, "a")
+
+    assert drain_events() == 30
+
+
+def test_a_sync_job_hands_over_when_events_wait(runtime, monkeypatch):
+    monkeypatch.setattr(runtime.crms["sandbox"], "batch_size", 10, raising=False)
+    accept(runtime, 30, "a")
+    monkeypatch.setattr(pipeline, "_sync_waiting", lambda rt: False)
+    drain_events()
+    accept(runtime, 5, "b")  # events arrive while the pushes are pending
+    runtime.redis.delete("rq:queue:events", "rq:queue:sync")
+
+    pushed = pipeline.sync_dirty("sandbox")
+
+    assert pushed == 10  # one batch, then the events' turn
+    assert runtime.store.dirty_count("sandbox") == 20
+    assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]
+
+
+def test_a_sync_job_drains_everything_while_no_event_waits(runtime, monkeypatch):
+    monkeypatch.setattr(runtime.crms["sandbox"], "batch_size", 10, raising=False)
+    accept(runtime, 30, "a")
+    monkeypatch.setattr(pipeline, "_sync_waiting", lambda rt: False)
+    drain_events()
+
+    assert pipeline.sync_dirty("sandbox") == 30
+    assert runtime.store.dirty_count("sandbox") == 0
+
+
+def test_a_worker_on_one_queue_never_hands_over_to_the_other(runtime, monkeypatch):
+    """`lifecycle worker --queues events` next to a `--queues sync` one: handing over would only
+    re-enqueue itself, so its jobs run on whatever waits on the other queue."""
+    monkeypatch.setattr(runtime.crms["sandbox"], "batch_size", 10, raising=False)
+    runtime.queues = (EVENTS_QUEUE,)
+    accept(runtime, 30, "a")
+    assert drain_events() == 30  # contacts wait for a push all along
+
+    runtime.queues = (SYNC_QUEUE,)
+    accept(runtime, 5, "b")  # events wait all along
+    assert pipeline.sync_dirty("sandbox") == 30
+
+
+def mark(name: str) -> None:
+    """A job that notes it ran (in order)."""
+    from rq import get_current_job
+
+    get_current_job().connection.rpush("test:ran", name)
+
+
+def test_the_worker_takes_its_queues_in_turn(redis_client, redis_url):
+    from engine import worker
+
+    for queue in (EVENTS_QUEUE, SYNC_QUEUE):
+        for k in range(3):
+            Queue(queue, connection=redis_client, serializer=JSONSerializer).enqueue(
+                mark, f"{queue}-{k}", result_ttl=0
+            )
+
+    worker.run_worker(Settings(redis_url=redis_url, rules_file="rules.yaml"), burst=True)
+    Runtime._current = None
+
+    ran = [item.decode() for item in redis_client.lrange("test:ran", 0, -1)]
+    assert ran == ["events-0", "sync-0", "events-1", "sync-1", "events-2", "sync-2"]
