@@ -41,9 +41,11 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # The long variants: 10,000 generated payloads per source against the running server, and the
-# fault suite (process kills, Redis outages) again.
+# fault suite (process kills, Redis outages, CRM storms) again, longer and with more kills.
+# FAULT_SEED=<n> replays a fault run (each test prints its seed).
 soak: $(STAMP)
-	FUZZ_SERVER_COUNT=10000 $(BIN)/python -m pytest -q -s tests/test_server_fuzz.py tests/test_faults.py
+	FUZZ_SERVER_COUNT=10000 FAULT_SOAK=1 $(BIN)/python -m pytest -q -s tests/test_server_fuzz.py \
+		tests/test_faults.py tests/test_fault_storms.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -171,6 +171,22 @@ class Service:
         return f"<{self.name} pid {self.pid}>"
 
 
+def children(pid: int) -> list[int]:
+    """Running child processes of `pid` (zombies do not count), in pid order."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
@@ -233,12 +249,16 @@ def lifecycle_worker(env: Mapping[str, str], log_path: Path, *extra: str) -> Ser
     return Service("lifecycle worker", argv, env, log_path)
 
 
-def lifecycle_serve(env: Mapping[str, str], log_path: Path, port: int) -> Service:
-    """`lifecycle serve` (gunicorn, one worker process), waiting until it answers."""
+def lifecycle_serve(env: Mapping[str, str], log_path: Path, port: int, workers: int = 1) -> Service:
+    """`lifecycle serve` (gunicorn with `workers` worker processes), waiting until it answers.
+    The service's pid is gunicorn's master (`lifecycle serve` execs it); `children` finds the
+    workers."""
     import urllib.error
     import urllib.request
 
-    argv = [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--workers", "1"]
+    argv = [
+        sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--workers", str(workers)
+    ]  # fmt: skip
     service = Service("lifecycle serve", argv, env, log_path)
 
     def answers() -> bool:

@@ -26,7 +26,7 @@ import redis
 
 from connectors.standard.inbound import signed_headers
 from engine.rules import load as load_rules
-from engine.store import LOCK_MS, Store
+from engine.store import GROUP, INBOX, LOCK_MS, WAKE_SECONDS, Store
 from engine.web import create_app
 from tests.processes import (
     REPO,
@@ -196,31 +196,47 @@ def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
             "locks": len(list(redis_client.scan_iter("lc:lock:*"))),
         }
 
+    def held_by(worker: Service) -> int:
+        """Inbox entries delivered to this worker and not acknowledged (its consumer is
+        "<host>:<pid>")."""
+        consumers = redis_client.xpending(INBOX, GROUP).get("consumers") or []
+        mine = [c for c in consumers if c["name"].decode().endswith(f":{worker.pid}")]
+        return sum(int(c["pending"]) for c in mine)
+
+    def frozen_inside_a_batch(worker: Service, target: int) -> bool:
+        """Once `target` events are applied, freeze the worker (SIGSTOP) at whatever point it is
+        and look: True when it holds a batch it has read and not acknowledged (it stays frozen
+        there), else it goes on. Looking at a frozen worker cannot race with it, however slow
+        the machine."""
+        if not worker.alive():
+            raise AssertionError(f"{worker} exited:\n{worker.log_tail()}")
+        if applied() < target:
+            return False
+        os.kill(worker.pid, signal.SIGSTOP)
+        if held_by(worker) > 0:
+            return True
+        os.kill(worker.pid, signal.SIGCONT)
+        return False
+
     # Kill three workers in a row, each once it has applied some events and while it holds a
-    # batch it has read but not acknowledged, at different depths of the stream, all within one
-    # reclaim window.
+    # batch it has read but not acknowledged (read, locked, applying, committing: wherever the
+    # SIGSTOP landed), at different depths of the stream.
     stranded, kills = 0, []
-    for number, (share, delay) in enumerate(((0.2, 0.0), (0.45, 0.01), (0.7, 0.02))):
+    for number, share in enumerate((0.2, 0.45, 0.7)):
         worker = processes.worker(env, f"worker-{number}")
         target = int(total * share)
-
-        def inside_a_batch(worker: Service = worker, target: int = target, held: int = stranded):
-            if not worker.alive():
-                raise AssertionError(f"{worker} exited:\n{worker.log_tail()}")
-            return applied() >= target and store.pending_count() > held
-
         wait_for(
-            inside_a_batch,
+            lambda worker=worker, target=target: frozen_inside_a_batch(worker, target),
             30,
             f"worker {number} to hold a batch after at least {target} events were applied",
             progress,
             interval=0.001,
         )
-        time.sleep(delay)  # land at different points of the batch: read, locked, applying
-        worker.kill_hard()
+        held = held_by(worker)
+        worker.kill_hard()  # SIGKILL reaches a stopped process
         orphans = live_members(worker.pgid)
         after = progress()
-        kills.append({**after, "orphans": orphans})
+        kills.append({**after, "held": held, "orphans": orphans})
         assert after["applied"] < total, f"kill {number} came too late: {after}"
         stranded = after["pending"]
 
@@ -281,7 +297,8 @@ def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
 
     wait_for(
         lambda: not pushed_mismatches() and not store.dirty_count("sandbox"),
-        30,
+        WAKE_SECONDS + 15,  # a worker killed holding a sync job it had just dequeued leaves the
+        # "a job is on its way" flag behind: the sweep sends another once it expires
         "the sandbox CRM to hold every contact's final state",
         lambda: (store.dirty_count("sandbox"), list(pushed_mismatches().items())[:3]),
         interval=0.25,

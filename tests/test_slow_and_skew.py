@@ -398,7 +398,7 @@ def test_a_future_dated_event_does_not_freeze_the_lead_status(stack):
     later = now + timedelta(minutes=5)
     post_events(stack, event("future-3", "call_logged", email, later, outcome="connected"))
     view = applied(stack, email, 3)
-    assert view["status"] == "connected", changes(view["timeline"][-1], "status")
+    assert view["status"] == "connected", json.dumps(view["timeline"], indent=1)
 
 
 def test_serve_passes_its_request_timeout_to_gunicorn(stack):

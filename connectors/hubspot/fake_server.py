@@ -13,19 +13,22 @@ with the value left as it was. Knobs for faults: `fail_next` (5xx bursts), `thro
 (per-record validation failures), `whole_batch_validation` (refuse a batch whole instead of a
 207), `person_sets` (someone edits a contact in HubSpot), `on_write` (... just before our write
 lands), `set_options` (an admin edits a property's options), `default_stage` (the stage HubSpot
-gives contacts created without one), `retry_after` (send Retry-After with 429s). `requests` logs
-every request with its headers and body, `writes` every applied write.
+gives contacts created without one), `retry_after` (send Retry-After with 429s), `storm` (until
+`calm`, a seeded share of requests answered 429 or 5xx, mixed). `requests` logs every request with
+its headers and body, `writes` every applied write, and `on_applied` is told the properties
+a contact holds after each API write lands.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import random
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -84,8 +87,14 @@ class FakeHubSpot:
         self.revoked = False
         self._bursts: list[int] = []
         self._throttled, self._policy = 0, "TEN_SECONDLY_ROLLING"
+        self._storm: Storm | None = None
+        self.stormed: Counter[int] = Counter()
+        """status -> requests a storm answered with it"""
         self.on_write: Callable[[FakeHubSpot], None] | None = None
         """called before a batch write is applied: a person editing a contact meanwhile"""
+        self.on_applied: Callable[[str, dict[str, Any]], None] | None = None
+        """called after an API write lands on a contact (under the fake's lock, before the answer
+        leaves), with its email and a copy of the properties it now holds: when HubSpot had what"""
         self._sent: deque[float] = deque()
         self._searches: deque[float] = deque()
         self._next_id = 1001
@@ -152,6 +161,28 @@ class FakeHubSpot:
         with self.lock:
             self._throttled, self._policy = count, policy
 
+    def storm(
+        self,
+        share: float,
+        statuses: Sequence[int] = (429, 500, 502, 503, 504),
+        *,
+        seed: int = 0,
+        retry_after: str | None = "1",
+    ) -> None:
+        """Until `calm()`, each authorized request fails with probability `share`: a 429
+        (TEN_SECONDLY_ROLLING, with `retry_after` as Retry-After) or a 5xx page, the status drawn
+        from `statuses`. The draws come from Random(seed), so the same sequence of requests meets
+        the same sequence of failures."""
+        if not 0.0 <= share <= 1.0 or not statuses:
+            raise ValueError("a storm needs a share between 0 and 1 and at least one status")
+        with self.lock:
+            self._storm = Storm(share, tuple(statuses), random.Random(seed), retry_after)
+
+    def calm(self) -> None:
+        """The storm is over: requests are answered normally again."""
+        with self.lock:
+            self._storm = None
+
     def set_options(self, prop: str, values: list[str]) -> None:
         with self.lock:
             self.properties[prop]["options"] = [
@@ -208,9 +239,16 @@ class FakeHubSpot:
             return 401, {}, {**fixture("error-401-invalid-authentication-observed.json")["body"],
                              "correlationId": str(uuid.uuid4())}  # fmt: skip
         if self._bursts:
-            status = self._bursts.pop(0)
-            page = f"<html><body><h1>{status} Server Error</h1></body></html>"
-            return status, {"Content-Type": "text/html"}, page
+            return _server_error(self._bursts.pop(0))
+        storm = self._storm
+        stormed = storm.draw() if storm is not None else None
+        if storm is not None and stormed is not None:
+            self.stormed[stormed] += 1
+            if stormed != 429:
+                return _server_error(stormed)
+            status, extra, answer = self._too_many()
+            after = {"Retry-After": storm.retry_after} if storm.retry_after else {}
+            return status, {**extra, **after}, answer
         search = path == f"{OBJECTS}/search"
         limited = self._limit(search)
         if limited is not None:
@@ -383,6 +421,8 @@ class FakeHubSpot:
         held["lastmodifieddate"] = record["updatedAt"] = STAMP
         self._index(record)
         self.writes.append((str(held.get("email") or ""), dict(props), kind))
+        if self.on_applied is not None:
+            self.on_applied(str(held.get("email") or ""), dict(held))
         return {name: held.get(name) for name in props} | {"email": held.get("email")}
 
     def _behind(self, value: str, current: str | None) -> bool:
@@ -442,6 +482,27 @@ class FakeHubSpot:
         return {"id": record["id"], "properties": {**base, **props},
                 "createdAt": record["createdAt"], "updatedAt": record["updatedAt"],
                 "archived": False}  # fmt: skip
+
+
+class Storm:
+    """A share of requests answered with a status drawn from `statuses` (seeded)."""
+
+    def __init__(
+        self, share: float, statuses: tuple[int, ...], rng: random.Random, retry_after: str | None
+    ):
+        self.share, self.statuses, self.rng, self.retry_after = share, statuses, rng, retry_after
+
+    def draw(self) -> int | None:
+        """The status this request gets, or None when it passes."""
+        hit = self.rng.random() < self.share
+        status = self.rng.choice(self.statuses)
+        return status if hit else None
+
+
+def _server_error(status: int) -> Answer:
+    """A 5xx as a proxy in front of HubSpot sends it: an HTML page."""
+    page = f"<html><body><h1>{status} Server Error</h1></body></html>"
+    return status, {"Content-Type": "text/html"}, page
 
 
 def _admit(sent: deque[float], limit: int, window: float, now: float) -> bool:

@@ -10,10 +10,12 @@ required on a Lead; converted leads are read-only; every API answer carries `Sfo
 api-usage=N/M`; a write without `Sforce-Auto-Assign: FALSE` lets "assignment rules" take the
 lead's owner.
 
-Everything is inspectable (`leads`, `contacts`, `log` of every request with headers and body) and
+Everything is inspectable (`leads`, `contacts`, `log` of every request with headers and body,
+`on_applied` told each record's fields after an API write lands) and
 faults are knobs: `throttle` (a rolling window answered with 403 REQUEST_LIMIT_EXCEEDED),
-`daily_limit`, `fail_next` (5xx bursts), `expire_tokens`, `token_error`, `lock_rows`,
-`validation_rule`, `remove_status`, and a person's edits: `person_sets`, `convert`.
+`daily_limit`, `fail_next` (5xx bursts), `storm` (until `calm`, a seeded share of API requests
+answered 403 REQUEST_LIMIT_EXCEEDED, 429 or 5xx, mixed), `expire_tokens`, `token_error`,
+`lock_rows`, `validation_rule`, `remove_status`, and a person's edits: `person_sets`, `convert`.
 Answers that no fixture shows are marked UNVERIFIED where they are made.
 """
 
@@ -25,11 +27,12 @@ import hashlib
 import hmac
 import itertools
 import json
+import random
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -145,6 +148,9 @@ class FakeSalesforce:
             for i, (v, c, d) in enumerate(LEAD_STATUSES, 1)
         ]  # fmt: skip
         self.log: list[Logged] = []
+        self.on_applied: Callable[[str, dict[str, Any]], None] | None = None
+        """Called after an API write lands on a Lead or Contact (under the fake's lock, before the
+        answer leaves), with its Email and a copy of the record's fields: when the org had what."""
         self.tokens: set[str] = set()
         self.token_requests = self.throttled = 0
         self.token_error: str | None = None
@@ -153,6 +159,9 @@ class FakeSalesforce:
         self._window: tuple[int, float] | None = None
         self._sent: collections.deque[float] = collections.deque()
         self._fail: list[int] = []
+        self._storm: _Storm | None = None
+        self.stormed: collections.Counter[int] = collections.Counter()
+        """status -> API requests a storm answered with it"""
         self._expire_in: int | None = None
         self._locked = 0
         self._rules: dict[str, str] = {}
@@ -194,6 +203,28 @@ class FakeSalesforce:
 
     def fail_next(self, count: int, status: int = 503) -> None:
         self._fail.extend([status] * count)
+
+    def storm(
+        self,
+        share: float,
+        statuses: Sequence[int] = (403, 429, 500, 502, 503),
+        *,
+        seed: int = 0,
+        retry_after: str | None = "1",
+    ) -> None:
+        """Until `calm()`, each authorized API request fails with probability `share`, with a
+        status drawn from `statuses`: 403 is the platform's REQUEST_LIMIT_EXCEEDED (concurrent)
+        answer, 429 an edge throttle with `retry_after` as Retry-After (UNVERIFIED: the REST API
+        itself throttles with the 403), 5xx as `fail_next`. The draws come from Random(seed)."""
+        if not 0.0 <= share <= 1.0 or not statuses:
+            raise ValueError("a storm needs a share between 0 and 1 and at least one status")
+        with self._lock:
+            self._storm = _Storm(share, tuple(statuses), random.Random(seed), retry_after)
+
+    def calm(self) -> None:
+        """The storm is over: API requests are answered normally again."""
+        with self._lock:
+            self._storm = None
 
     def expire_tokens(self, after: int = 0) -> None:
         """Every token issued so far stops working after `after` more API requests."""
@@ -239,6 +270,14 @@ class FakeSalesforce:
         wanted = email.casefold()
         return next((r for r in self.leads.values() if r["Email"].casefold() == wanted), None)
 
+    def leads_with(self, email: str) -> list[dict[str, Any]]:
+        """Copies of every Lead with this email (more than one: a duplicate was created), safe to
+        call while requests are being served."""
+        wanted = email.casefold()
+        with self._lock:
+            leads = list(self.leads.values())
+            return [dict(r) for r in leads if str(r.get("Email") or "").casefold() == wanted]
+
     def writes(self) -> list[Logged]:
         return [entry for entry in self.log if entry.is_write]
 
@@ -262,6 +301,8 @@ class FakeSalesforce:
                 status, payload = answer.status, answer.body
             query = dict(parse_qsl(parts.query))
             self.log.append(Logged(method, parts.path, query, lower, body, status, self.clock()))
+            if status == 429 and self._storm is not None and self._storm.retry_after:
+                extra["Retry-After"] = self._storm.retry_after
             if parts.path.startswith("/services/data/v") and status != 401:
                 extra["Sforce-Limit-Info"] = f"api-usage={self.api_usage}/{self.daily_limit}"
         if payload is None:
@@ -287,6 +328,14 @@ class FakeSalesforce:
         self._limits()
         if self._fail:
             return _server_error(self._fail.pop(0))
+        stormed = self._storm.draw() if self._storm is not None else None
+        if stormed is not None:
+            self.stormed[stormed] += 1
+            if stormed == 403:
+                raise refuse(403, "rest_errors/403_request_limit_exceeded_concurrent.json")
+            if stormed == 429:  # UNVERIFIED: an edge throttle's page
+                return 429, "<html><body><h1>429 Too Many Requests</h1></body></html>"
+            return _server_error(stormed)
         prefix = f"/services/data/{self.version}/"
         if not path.startswith(prefix):
             raise refuse(404, NOT_FOUND)
@@ -512,6 +561,9 @@ class FakeSalesforce:
             self._table(sobject)[rid].update(fields)
         if sobject == "Lead" and not unassigned:
             self.leads[rid]["OwnerId"] = ASSIGNED_OWNER  # assignment rules ran
+        if self.on_applied is not None:
+            row = self._table(sobject)[rid]
+            self.on_applied(str(row.get("Email") or ""), dict(row))
         return rid
 
     def _insert(self, sobject: str, fields: dict[str, Any]) -> str:
@@ -529,6 +581,20 @@ class FakeSalesforce:
 
     def _table(self, sobject: str) -> dict[str, dict[str, Any]]:
         return self.leads if sobject == "Lead" else self.contacts
+
+
+@dataclass
+class _Storm:
+    share: float
+    statuses: tuple[int, ...]
+    rng: random.Random
+    retry_after: str | None
+
+    def draw(self) -> int | None:
+        """The status this request gets, or None when it passes."""
+        hit = self.rng.random() < self.share
+        status = self.rng.choice(self.statuses)
+        return status if hit else None
 
 
 def _failed(record_id: str | None, error: dict) -> dict:
