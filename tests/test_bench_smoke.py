@@ -1,4 +1,5 @@
-"""The rules-evaluation benchmark still runs: its quick version, in-process, with sane numbers.
+"""The benchmarks still run: their quick versions, with sane numbers (rules evaluation in-process;
+ingest, CRM latency and worker memory with real processes, all stopped afterwards).
 
 No timing assertions: the numbers depend on the machine and its load; BENCHMARKS.md has them.
 """
@@ -113,10 +114,102 @@ def test_quick_ingest_loses_no_accepted_event_when_wrk_is_installed(quick_ingest
 
 
 def test_quick_ingest_rows_have_verdicts_and_every_process_is_gone(quick_ingest):
-    from bench import ingest
+    from bench import processes
 
-    for row in quick_ingest.rows:
-        assert row.what in quick_ingest.markdown()
+    _rows_have_verdicts(quick_ingest)
+    assert processes.STARTED, "the benchmark started no process"
+    assert processes.survivors(processes.STARTED) == []
+
+
+def _rows_have_verdicts(report: Report) -> None:
+    for row in report.rows:
+        assert row.what in report.markdown()
         assert (row.met is None) == (row.target == "")
-    assert ingest.STARTED, "the benchmark started no process"
-    assert ingest.survivors(ingest.STARTED) == []
+
+
+# --- Accept → commit → CRM latency: real processes and the fake CRMs ---------------------------
+
+
+def test_a_crm_arrival_is_the_first_write_after_which_the_crm_kept_the_final_state():
+    from bench.crm_latency import arrival
+
+    history = [
+        (1.0, "lead", None),
+        (2.0, "customer", None),
+        (3.0, "lead", "NEW"),
+        (4.0, "lead", "NEW"),
+    ]
+
+    assert arrival(history, "lead", "NEW") == 3.0
+    assert arrival(history, "lead", None) == 3.0  # None: any status
+    assert arrival(history, "customer", None) is None  # not what the CRM ended with
+    assert arrival([], "lead", None) is None
+
+
+def test_what_the_crm_limits_allow():
+    from bench.crm_latency import Limit
+
+    hubspot = Limit("HubSpot", batch=100, requests=2, limit=190, window=10.1)
+
+    assert hubspot.capacity == pytest.approx(940.6, abs=0.1)
+    assert hubspot.paced_p99(100, 10) == pytest.approx(2 * 10.1 / 190, abs=0.01)  # one step
+    assert hubspot.paced_p99(1_000, 10) > hubspot.paced_p99(500, 10)  # over capacity: a backlog
+    assert hubspot.bound(1_000, 10) == 5.0
+    assert Limit("slow", batch=10, requests=2, limit=10, window=10.0).bound(100, 10) > 5.0
+
+
+@pytest.fixture(scope="module")
+def quick_crm_latency() -> Report:
+    from bench import crm_latency
+
+    return crm_latency.run(quick=True)
+
+
+def test_quick_crm_latency_measures_every_rate_and_every_event_reaches_both_crms(quick_crm_latency):
+    from bench import crm_latency
+
+    numbers = quick_crm_latency.numbers
+    for rate in crm_latency.RATES:
+        key = f"r{rate}"
+        assert numbers[f"{key}_offered"] > 0
+        assert 0 < numbers[f"{key}_commit_p50_ms"] <= numbers[f"{key}_commit_p99_ms"]
+        for crm in ("hubspot", "salesforce"):
+            assert 0 < numbers[f"{key}_{crm}_p50_ms"] <= numbers[f"{key}_{crm}_p99_ms"]
+        assert numbers[f"{key}_never_arrived"] == 0, numbers[f"{key}_detail"]
+        assert numbers[f"{key}_mismatched"] == 0, numbers[f"{key}_detail"]
+        assert numbers[f"{key}_detail"]["not_committed"] == 0
+
+
+def test_quick_crm_latency_rows_have_verdicts_and_every_process_is_gone(quick_crm_latency):
+    from bench import processes
+
+    _rows_have_verdicts(quick_crm_latency)
+    assert processes.survivors(processes.STARTED) == []
+
+
+# --- Worker memory: the real worker over many events -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_worker_memory() -> Report:
+    from bench import worker_memory
+
+    return worker_memory.run(quick=True)
+
+
+def test_quick_worker_memory_processes_every_event_and_reads_the_rss(quick_worker_memory):
+    from bench import worker_memory
+
+    numbers = quick_worker_memory.numbers
+    assert numbers["processed"] == worker_memory.QUICK.events
+    assert numbers["events_per_second"] > 0
+    assert len(numbers["rss_tenths_mib"]) == 10
+    assert 10 < numbers["rss_tenth_mib"] <= numbers["rss_peak_mib"]
+    assert abs(numbers["rss_growth_mib"]) < 1024  # sane, not the target
+
+
+def test_quick_worker_memory_rows_have_verdicts_and_every_process_is_gone(quick_worker_memory):
+    from bench import processes
+
+    _rows_have_verdicts(quick_worker_memory)
+    assert processes.survivors(processes.STARTED) == []
