@@ -55,9 +55,9 @@ MAX_JOB_SECONDS = 50.0
 """A drain job hands over to a fresh job after this long, so no job runs into RQ's timeout."""
 SLICE_SECONDS = 0.25
 """A drain or sync job that has run this long hands over to a fresh job of its kind (at the back
-of its queue) when the other queue has work waiting. With the worker taking its queues in turn,
-one process serving both keeps both short: steady traffic never starves the sync, and a backlog
-of pushes holds events back about a slice at most."""
+of its queue) when other work waits for this process: the other queue's, or another CRM's push.
+With the worker taking its queues in turn, steady traffic never starves the sync, a backlog of
+pushes holds events back about a slice at most, and one CRM's backlog never holds another's."""
 SYNC_LEASE_SECONDS = 10.0
 """At most one job pushes to a CRM at a time: two at once would each read what the CRM holds and
 both create a record it lacked (a duplicate Salesforce lead), or record an older push as synced
@@ -210,8 +210,12 @@ def drain_events() -> int:
             return handled
 
 
-def _events_waiting(runtime: Runtime) -> bool:
-    """This process also applies events, and some are waiting in the inbox."""
+def _others_waiting(runtime: Runtime, crm: str) -> bool:
+    """Contacts are due for a push to another CRM, or this process also applies events and some
+    wait in the inbox."""
+    now = runtime.clock()
+    if any(runtime.store.dirty(other, 1, now) for other in runtime.crms if other != crm):
+        return True
     return EVENTS_QUEUE in runtime.queues and bool(runtime.store.backlog(most=1))
 
 
@@ -483,7 +487,7 @@ def _push_dirty(runtime: Runtime, client: CrmClient, crm: str, lease: Lease) -> 
                 store.mark_failed(crm, state.email, error, not result.retryable, now)
         pushed += len(states)
         elapsed = time.monotonic() - started
-        if elapsed > MAX_JOB_SECONDS or (elapsed > SLICE_SECONDS and _events_waiting(runtime)):
+        if elapsed > MAX_JOB_SECONDS or (elapsed > SLICE_SECONDS and _others_waiting(runtime, crm)):
             return pushed, True
     log.warning("sync lease for %s lapsed (this worker stalled); leaving the rest to others", crm)
     return pushed, True

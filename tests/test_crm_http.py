@@ -183,6 +183,18 @@ def test_the_limiter_never_exceeds_its_window_across_clients(redis_client):
         assert sent[i + 4] - sent[i] >= 0.45, f"5 requests within one window: {sent}"
 
 
+def test_the_limiter_spreads_its_budget_over_the_window(redis_client):
+    """A tenth of the budget per tenth of the window: a burst is spread, not sent then stalled."""
+    limiter = RollingWindowLimiter(redis_client, "spread", limit=20, window_seconds=1.0)
+    started, sent = time.monotonic(), []
+    for _ in range(12):
+        limiter.acquire()
+        sent.append(time.monotonic() - started)
+    for i in range(len(sent) - 2):
+        assert sent[i + 2] - sent[i] >= 0.095, f"3 requests within a tenth of the window: {sent}"
+    assert sent[-1] < 0.8, f"the budget was not used: {sent}"
+
+
 def test_pause_holds_every_worker_back(redis_client):
     limiter = RollingWindowLimiter(redis_client, "acct2", limit=100, window_seconds=10)
     limiter.pause(0.3)

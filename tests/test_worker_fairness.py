@@ -104,6 +104,22 @@ def test_a_worker_on_one_queue_never_hands_over_to_the_other(runtime, monkeypatc
     assert pipeline.sync_dirty("sandbox") == 30
 
 
+def test_a_sync_job_hands_over_when_another_crms_push_waits(runtime, monkeypatch):
+    """One CRM's backlog (or its rate limit) never holds another CRM's pushes back."""
+    monkeypatch.setattr(runtime.crms["sandbox"], "batch_size", 10, raising=False)
+    runtime.crms["second"] = runtime.crms["sandbox"]  # a second CRM target
+    accept(runtime, 30, "a")
+    runtime.queues = (EVENTS_QUEUE,)
+    drain_events()
+    runtime.queues = (SYNC_QUEUE,)
+    runtime.redis.delete("rq:queue:sync")
+
+    assert pipeline.sync_dirty("sandbox") == 10  # one batch, then the other CRM's turn
+    assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]
+    assert runtime.store.dirty_count("sandbox") == 20
+    assert runtime.store.dirty_count("second") == 30
+
+
 def mark(name: str) -> None:
     """A job that notes it ran (in order)."""
     from rq import get_current_job

@@ -2,7 +2,9 @@
 machine (HubSpot private apps: 100 or 190 requests per rolling 10 s).
 
 A sorted set holds the send times of the last window; times come from Redis's own clock, so
-machines with skewed clocks still share one budget. When the CRM answers 429 anyway (other apps
+machines with skewed clocks still share one budget. At most a tenth of the budget goes out in any
+tenth of the window: spending it all at once would then stall every push (and every job queued
+behind it) for the rest of the window. When the CRM answers 429 anyway (other apps
 spend the same account's budget), `pause` holds every worker back for the time it asked.
 """
 
@@ -19,15 +21,21 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then return paused end
-local window = tonumber(ARGV[2])
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return 0
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now + 1
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tonumber(oldest[2]) + window - now + 1
+-- at most a tenth of the budget in any tenth of the window: no burst-then-stall
+local slice = math.floor(window / 10)
+local recent = redis.call('ZRANGEBYSCORE', KEYS[1], now - slice, '+inf', 'WITHSCORES')
+if #recent / 2 >= math.max(1, math.ceil(limit / 10)) then
+  return tonumber(recent[2]) + slice - now + 1
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return 0
 """
 
 
