@@ -419,8 +419,16 @@ class Store:
         """True when no job was on its way (the caller enqueues one)."""
         return bool(self.redis.set(wake_key(name), "1", nx=True, ex=WAKE_SECONDS))
 
-    def read_inbox(self, consumer: str, count: int, reclaim_after: float) -> list[InboxEntry]:
-        """Events delivered to a worker that died are reclaimed first, then new ones are read."""
+    def keep_wake(self, name: str, seconds: float) -> None:
+        """A job that runs on keeps its flag for `seconds` more: what is accepted meanwhile is its
+        work. Short, so a killed job's flag soon stops keeping the sweep from sending another."""
+        self.redis.set(wake_key(name), "1", px=max(1, int(seconds * 1000)))
+
+    def read_inbox(
+        self, consumer: str, count: int, reclaim_after: float, block_ms: int = 0
+    ) -> list[InboxEntry]:
+        """Events delivered to a worker that died are reclaimed first, then new ones are read,
+        waiting up to `block_ms` for some when there are none."""
         self.ensure_group()
         reply = self.redis.xautoclaim(
             INBOX, GROUP, consumer, min_idle_time=int(reclaim_after * 1000), count=count
@@ -428,7 +436,10 @@ class Store:
         claimed = reply[1]  # Redis 7 adds a third element (deleted ids); 6.2 has two
         entries = [c for c in claimed if c and c[1]]
         if len(entries) < count:
-            fresh = self.redis.xreadgroup(GROUP, consumer, {INBOX: ">"}, count=count - len(entries))
+            block = block_ms if not entries and block_ms > 0 else None
+            fresh = self.redis.xreadgroup(
+                GROUP, consumer, {INBOX: ">"}, count=count - len(entries), block=block
+            )
             for _, items in fresh or []:
                 entries.extend(items)
         return [_inbox_entry(entry_id, fields) for entry_id, fields in entries]

@@ -8,6 +8,8 @@ queue has work waiting (measured end to end by bench/crm_latency.py).
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -118,6 +120,32 @@ def test_a_sync_job_hands_over_when_another_crms_push_waits(runtime, monkeypatch
     assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]
     assert runtime.store.dirty_count("sandbox") == 20
     assert runtime.store.dirty_count("second") == 30
+
+
+def test_an_events_only_drain_job_lingers_so_steady_accepts_enqueue_nothing(runtime):
+    """One job takes batch after batch of a steady stream: accepts find it on its way (no RQ job,
+    no enqueue in the web per event); once the inbox stays empty it ends and clears its flag."""
+    runtime.queues = (EVENTS_QUEUE,)
+    accept(runtime, 5, "a")
+    runtime.redis.delete("rq:queue:events")
+    job = threading.Thread(target=lambda: handled.append(drain_events()))
+    handled: list[int] = []
+    job.start()
+    wakes = []
+    for wave in range(3):
+        time.sleep(0.3)
+        events = [
+            BehaviorEvent(f"w{wave}-{i}", "content_downloaded", f"w{wave}{i}@example.com", T0)
+            for i in range(4)
+        ]
+        wakes.append(runtime.store.accept(events, runtime.clock()).wake)
+    job.join(10)
+    assert not job.is_alive() and handled == [17]
+    assert wakes == [False, False, False]  # the lingering job was on its way for every wave
+    assert queued(runtime, EVENTS_QUEUE) == []
+    assert not runtime.redis.exists("lc:wake:events")  # gone: the next accept sends a job
+    assert runtime.store.accept([BehaviorEvent("later", "deal_won", "z@example.com", T0)],
+                                runtime.clock()).wake  # fmt: skip
 
 
 def mark(name: str) -> None:
