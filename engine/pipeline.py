@@ -225,8 +225,7 @@ def drain_events() -> int:
 def _others_waiting(runtime: Runtime, crm: str) -> bool:
     """Contacts are due for a push to another CRM, or this process also applies events and some
     wait in the inbox."""
-    now = runtime.clock()
-    if any(runtime.store.dirty(other, 1, now) for other in runtime.crms if other != crm):
+    if _pushes_due(runtime, besides=crm):
         return True
     return EVENTS_QUEUE in runtime.queues and bool(runtime.store.backlog(most=1))
 
@@ -234,10 +233,12 @@ def _others_waiting(runtime: Runtime, crm: str) -> bool:
 def _sync_waiting(runtime: Runtime) -> bool:
     """This process also pushes, and a contact is due for a push to some CRM (a sync job is
     queued for it)."""
-    if SYNC_QUEUE not in runtime.queues:
-        return False
+    return SYNC_QUEUE in runtime.queues and _pushes_due(runtime)
+
+
+def _pushes_due(runtime: Runtime, besides: str | None = None) -> bool:
     now = runtime.clock()
-    return any(runtime.store.dirty(crm, 1, now) for crm in runtime.crms)
+    return any(runtime.store.dirty(crm, 1, now) for crm in runtime.crms if crm != besides)
 
 
 def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
