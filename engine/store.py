@@ -90,7 +90,7 @@ for i = first, #KEYS do
   end
 end
 local c = ARGV[4]
-local counts = {received = #KEYS - first + 1, accepted = #accepted, duplicate = #duplicates,
+local counts = {accepted = #accepted, duplicate = #duplicates,  -- received is their sum
                 ignored = tonumber(ARGV[5]), quarantined = tonumber(ARGV[6])}
 for name, n in pairs(counts) do
   if n ~= 0 then redis.call('HINCRBY', KEYS[3], name .. '|' .. c, n) end

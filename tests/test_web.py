@@ -283,6 +283,7 @@ def test_metrics_count_deliveries_refusals_processing_and_latency(client, worker
     for line in (
         'lifecycle_events_total{outcome="accepted",source="standard"} 1.0',
         'lifecycle_events_total{outcome="duplicate",source="standard"} 1.0',
+        'lifecycle_events_total{outcome="received",source="standard"} 2.0',
         'lifecycle_events_total{outcome="accepted",source="api"} 1.0',
         'lifecycle_events_total{outcome="duplicate",source="api"} 0.0',  # zeros are exported
         'lifecycle_requests_rejected_total{error="bad_signature",source="standard"} 1.0',

@@ -46,7 +46,10 @@ class RedisCollector(Collector):
         rejected: list[tuple[list[str], int]] = []
         for key, value in counts.items():
             name, _, label = key.partition("|")
-            if name in DELIVERY_OUTCOMES:
+            if name in ("accepted", "duplicate"):
+                by_source[name, label] += value
+                by_source["received", label] += value  # their sum; the store does not count it
+            elif name in ("ignored", "quarantined"):
                 by_source[name, label] += value
             elif name == "rejected":
                 source, _, code = label.partition("|")

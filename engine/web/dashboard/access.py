@@ -118,12 +118,14 @@ def mount_rq(app: Flask) -> None:
     app.config["RQ_DASHBOARD_REDIS_URL"] = embedded.redis_url(app.extensions["lifecycle"].settings)
     rq_web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
-    app.before_request(_guard_rq)
-    app.after_request(_rq_csrf_header)
+    # Hooked on rq-dashboard's blueprint only: the app-wide hooks would run on every event post.
+    name = rq_dashboard.blueprint.name
+    app.before_request_funcs.setdefault(name, []).append(_guard_rq)
+    app.after_request_funcs.setdefault(name, []).append(_rq_csrf_header)
 
 
 def _guard_rq() -> Any:
-    if request.blueprint != "rq_dashboard" or request.endpoint == "rq_dashboard.static":
+    if request.endpoint == "rq_dashboard.static":
         return None
     if not signed_in():
         if request.path.endswith(".json"):
@@ -137,7 +139,7 @@ def _guard_rq() -> Any:
 
 def _rq_csrf_header(response: Response) -> Response:
     """Teach rq-dashboard's jQuery to send the CSRF token with its POSTs."""
-    if request.blueprint != "rq_dashboard" or response.mimetype != "text/html":
+    if response.mimetype != "text/html":
         return response
     script = url_for("dashboard.static", filename="rq-csrf.js")
     tag = f'<script src="{script}" data-csrf="{csrf_token()}"></script></body>'
