@@ -200,11 +200,18 @@ def wait_http(server: Service, port: int, path: str = "/healthz", timeout: float
 
 @contextlib.contextmanager
 def engine_web(
-    url: str, tmp: Path, logs: Path, env: dict[str, str] | None = None
+    url: str,
+    tmp: Path,
+    logs: Path,
+    env: dict[str, str] | None = None,
+    workers: int | None = None,
 ) -> Iterator[tuple[Service, int]]:
-    """`lifecycle serve --workers 2` on a free port (env: `engine_env` unless given)."""
+    """`lifecycle serve` on a free port with its default worker count unless `workers` is given
+    (env: `engine_env` unless given)."""
     port = free_port()
-    argv = [*lifecycle(), "serve", "--workers", "2", "--host", HOST, "--port", str(port)]
+    argv = [*lifecycle(), "serve", "--host", HOST, "--port", str(port)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     with service("lifecycle-serve", argv, logs, env or engine_env(url, tmp / "var")) as web:
         wait_http(web, port)
         yield web, port

@@ -147,6 +147,14 @@ they wait up to this long. Public exposure wants a buffering proxy in front (REA
 and scale")."""
 
 
+def default_web_workers() -> int:
+    """gunicorn's own advice, 2 x cores + 1: a sync worker waiting on Redis leaves its core to
+    another (measured on 2 cores: with 2 workers the accept path stalled on that round trip,
+    ~14 % of the cores idle under load; BENCHMARKS.md, ingest)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 * (cores or 1) + 1
+
+
 @main.command()
 @click.option("--port", type=int, default=None, help="Port (default: $PORT or 8000).")
 @click.option("--host", default=None, help="Interface (default: $HOST or 127.0.0.1).")
@@ -154,7 +162,7 @@ and scale")."""
     "--workers",
     type=int,
     default=None,
-    help="gunicorn worker processes (default: $WEB_CONCURRENCY or the core count).",
+    help="gunicorn worker processes (default: $WEB_CONCURRENCY or 2 x cores + 1).",
 )
 @click.option(
     "--threads",
@@ -180,7 +188,7 @@ def serve(
     settings = config.from_env()
     port = port or settings.port
     host = host or os.environ.get("HOST", "127.0.0.1")
-    workers = workers or int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
+    workers = workers or int(os.environ.get("WEB_CONCURRENCY") or default_web_workers())
     argv = [
         sys.executable,
         "-m",
