@@ -58,10 +58,20 @@ SLICE_SECONDS = 0.25
 of its queue) when other work waits for this process: the other queue's, or another CRM's push.
 With the worker taking its queues in turn, steady traffic never starves the sync, a backlog of
 pushes holds events back about a slice at most, and one CRM's backlog never holds another's."""
+HELPER_EVERY_SECONDS = 1.0
+"""A drain job that reads a full batch invites a helper job at most this often: with several
+workers, one more joins each second while a backlog lasts; with one, a helper that finds the
+inbox empty costs a few milliseconds."""
 LINGER_SECONDS = 1.0
 """A drain job of a worker that serves only the events queue waits this long on an empty inbox
 before it ends, keeping its "on its way" flag: under steady traffic, accepts then enqueue nothing
 and one job takes batch after batch, instead of an RQ job (and its enqueue in the web) per event."""
+BUDGET_POLL_SECONDS = 0.05
+"""A sync job waiting for its CRM's rate limit looks this often whether other work could use the
+worker instead; it never sleeps inside a push while another CRM or the inbox has work."""
+SYNC_FLAG_SECONDS = 5.0
+"""A sync job renews its CRM's "on its way" flag for this long at each batch: a killed job's flag
+lapses soon, then the next change or the workers' sweep sends another job."""
 SYNC_LEASE_SECONDS = 10.0
 """At most one job pushes to a CRM at a time: two at once would each read what the CRM holds and
 both create a record it lacked (a duplicate Salesforce lead), or record an older push as synced
@@ -157,8 +167,8 @@ def _build_crm(
 # --- enqueueing ----------------------------------------------------------------------------------
 
 
-def wake_events(runtime: Runtime) -> None:
-    runtime.queue(EVENTS_QUEUE).enqueue(drain_events, result_ttl=0, failure_ttl=86_400)
+def wake_events(runtime: Runtime, helper: bool = False) -> None:
+    runtime.queue(EVENTS_QUEUE).enqueue(drain_events, helper, result_ttl=0, failure_ttl=86_400)
 
 
 def wake_sync(runtime: Runtime, crm: str) -> None:
@@ -185,27 +195,35 @@ def sweep(runtime: Runtime) -> None:
 # --- events --------------------------------------------------------------------------------------
 
 
-def drain_events() -> int:
-    """Process the inbox in batches until it is empty; returns how many events were handled."""
+def drain_events(helper: bool = False) -> int:
+    """Process the inbox in batches until it is empty; returns how many events were handled.
+
+    The job the "events" flag sent keeps that flag while it runs: what is accepted meanwhile is
+    its work, and accepts enqueue nothing. While the inbox holds more than a batch it invites a
+    helper job now and then, so idle workers join in; helpers leave the flag alone."""
     runtime = Runtime.current()
     store, started, handled = runtime.store, time.monotonic(), 0
-    lingering = runtime.queues == (EVENTS_QUEUE,)
+    batch = runtime.settings.event_batch_size
+    lingers = runtime.queues == (EVENTS_QUEUE,) and not helper
+    holding = not helper
     while True:
-        if lingering:
-            store.keep_wake("events", LINGER_SECONDS + 4)  # accepts find this job on its way
-        else:
+        if holding:
+            store.keep_wake("events", LINGER_SECONDS + 4)
+        elif not helper:
             store.clear_wake("events")  # before reading: an accept after this enqueues a new job
         entries = store.read_inbox(
             runtime.consumer,
-            runtime.settings.event_batch_size,
+            batch,
             runtime.settings.reclaim_after_seconds,
-            block_ms=int(LINGER_SECONDS * 1000) if lingering else 0,
+            block_ms=int(LINGER_SECONDS * 1000) if lingers and holding else 0,
         )
         if not entries:
-            if lingering:
-                lingering = False  # clear the flag, then read once more: nothing is left behind
+            if holding:
+                holding = False  # clear the flag, then read once more: nothing is left behind
                 continue
             return handled
+        if len(entries) == batch and store.set_wake("events:helper", HELPER_EVERY_SECONDS):
+            wake_events(runtime, helper=True)
         done = process_batch(runtime, entries)
         handled += done
         if done == 0:
@@ -217,28 +235,36 @@ def drain_events() -> int:
             return handled
         elapsed = time.monotonic() - started
         if elapsed > MAX_JOB_SECONDS or (elapsed > SLICE_SECONDS and _sync_waiting(runtime)):
-            if lingering or store.set_wake("events"):  # a lingering job holds the flag itself
+            if holding or store.set_wake("events"):  # the job enqueued takes over the flag
                 wake_events(runtime)
             return handled
 
 
 def _others_waiting(runtime: Runtime, crm: str) -> bool:
-    """Contacts are due for a push to another CRM, or this process also applies events and some
-    wait in the inbox."""
-    if _pushes_due(runtime, besides=crm):
+    """A push to another CRM could go now, or this process also applies events and some wait in
+    the inbox."""
+    if _push_ready(runtime, besides=crm):
         return True
     return EVENTS_QUEUE in runtime.queues and bool(runtime.store.backlog(most=1))
 
 
 def _sync_waiting(runtime: Runtime) -> bool:
-    """This process also pushes, and a contact is due for a push to some CRM (a sync job is
-    queued for it)."""
-    return SYNC_QUEUE in runtime.queues and _pushes_due(runtime)
+    """This process also pushes, and a push to some CRM could go now (a sync job is queued for
+    it)."""
+    return SYNC_QUEUE in runtime.queues and _push_ready(runtime)
 
 
-def _pushes_due(runtime: Runtime, besides: str | None = None) -> bool:
+def _push_ready(runtime: Runtime, besides: str | None = None) -> bool:
+    """Some CRM has contacts due for a push and the rate limit to send one now. A CRM whose
+    budget is spent is not work for this process yet: handing over to it would only have its
+    job wait (or hand back)."""
     now = runtime.clock()
-    return any(runtime.store.dirty(crm, 1, now) for crm in runtime.crms if crm != besides)
+    for crm in runtime.crms:
+        if crm != besides and runtime.store.dirty(crm, 1, now):
+            client = runtime.crm(crm)
+            if client is not None and client.ready_in() <= 0:
+                return True
+    return False
 
 
 def process_batch(runtime: Runtime, entries: Sequence[InboxEntry]) -> int:
@@ -451,28 +477,33 @@ def _wake_sync(runtime: Runtime, commit: Commit) -> None:
 
 
 def sync_dirty(crm: str) -> int:
-    """Push every dirty contact's current state to `crm`, in batches; returns contacts pushed."""
+    """Push every dirty contact's current state to `crm`, in batches; returns contacts pushed.
+
+    Like a drain job, the job keeps its CRM's flag while it runs (changes meanwhile enqueue
+    nothing: they are its work) and clears it only once nothing is due."""
     runtime = Runtime.current()
-    store, client = runtime.store, runtime.crm(crm)
+    store, client, flag = runtime.store, runtime.crm(crm), f"sync:{crm}"
     if client is None:
         log.error("sync for %s requested but that CRM is not configured in this worker", crm)
         return 0
-    store.clear_wake(f"sync:{crm}")  # first: a job killed from here on leaves no flag behind
-    lease = Lease(runtime.redis, f"sync:{crm}", SYNC_LEASE_SECONDS)
+    lease = Lease(runtime.redis, flag, SYNC_LEASE_SECONDS)
     if not lease.acquire():
-        # Another job is pushing to this CRM; it takes every dirty contact before it stops. With
-        # the flag gone, the next change (or the workers' sweep, should that job's worker have
-        # died) sends a new job.
+        # Another job is pushing to this CRM and renews the flag until nothing is due. Should
+        # its worker have died, the flag lapses with its lease: then the next change, or the
+        # workers' sweep, sends a job that can push.
+        store.keep_wake(flag, max(0.1, lease.remaining()))
         return 0
     try:
         pushed, more = _push_dirty(runtime, client, crm, lease)
     finally:
         lease.release()
     if more:
-        if store.set_wake(f"sync:{crm}"):
-            wake_sync(runtime, crm)
-    elif store.dirty(crm, 1, runtime.clock()):
-        wake_sync(runtime, crm)  # dirtied while this job was finishing: its job found us busy
+        store.keep_wake(flag, SYNC_FLAG_SECONDS)  # handed on to the job enqueued here
+        wake_sync(runtime, crm)
+        return pushed
+    store.clear_wake(flag)
+    if store.dirty(crm, 1, runtime.clock()) and store.set_wake(flag):
+        wake_sync(runtime, crm)  # dirtied after this job's last look
     return pushed
 
 
@@ -482,11 +513,17 @@ def _push_dirty(runtime: Runtime, client: CrmClient, crm: str, lease: Lease) -> 
     store = runtime.store
     pushed, started = 0, time.monotonic()
     while lease.held:
-        store.clear_wake(f"sync:{crm}")
+        store.keep_wake(f"sync:{crm}", SYNC_FLAG_SECONDS)
         emails = store.dirty(crm, client.batch_size, runtime.clock())
         if not emails:
             _retry_later(runtime, crm)
             return pushed, False
+        wait = client.ready_in()
+        if wait > 0:  # the budget is spent for now: what else could this worker do meanwhile?
+            if time.monotonic() - started > MAX_JOB_SECONDS or _others_waiting(runtime, crm):
+                return pushed, True
+            time.sleep(min(wait, BUDGET_POLL_SECONDS))  # more contacts join the next batch
+            continue
         contacts = store.load(emails)
         states = [c.state for c in contacts.values()]
         profiles = {email: c.profile for email, c in contacts.items()}

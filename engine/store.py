@@ -21,7 +21,8 @@ Keys (all under `lc:`):
     crmids:<email>        hash crm -> record id
     unresolved:<crm>:<id> inbox entries waiting for that record id to be learned
     quarantine            stream of deliveries kept for inspection (unusable input)
-    wake:<name>           "a job is already on its way" flags (see `wake`)
+    wake:<name>           "a job is on its way or running" flags: wake:events, wake:sync:<crm>;
+                          wake:events:helper limits how often a drain job invites a helper
     crm:<crm>:api_usage   hash: the CRM org's API usage as the workers last saw it (for the web)
 
 Accepting is one Lua call per delivery: idempotent, atomic, durable once it returns. Applying
@@ -415,9 +416,10 @@ class Store:
     def clear_wake(self, name: str) -> None:
         self.redis.delete(wake_key(name))
 
-    def set_wake(self, name: str) -> bool:
+    def set_wake(self, name: str, seconds: float = WAKE_SECONDS) -> bool:
         """True when no job was on its way (the caller enqueues one)."""
-        return bool(self.redis.set(wake_key(name), "1", nx=True, ex=WAKE_SECONDS))
+        ttl = max(1, int(seconds * 1000))
+        return bool(self.redis.set(wake_key(name), "1", nx=True, px=ttl))
 
     def keep_wake(self, name: str, seconds: float) -> None:
         """A job that runs on keeps its flag for `seconds` more: what is accepted meanwhile is its
@@ -854,6 +856,11 @@ class Lease:
                     return
             except redis.RedisError:
                 continue  # Redis away: try again; the lease lapses if it stays away too long
+
+    def remaining(self) -> float:
+        """Seconds until the current holder's lease lapses unless renewed (0: nobody holds it)."""
+        with unavailable_as_error():
+            return max(0, int(self.client.pttl(self.key))) / 1000
 
     def release(self) -> None:
         self._stop.set()

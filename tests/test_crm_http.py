@@ -201,3 +201,28 @@ def test_pause_holds_every_worker_back(redis_client):
     started = time.monotonic()
     limiter.acquire()
     assert time.monotonic() - started >= 0.25
+
+
+def test_ready_in_tells_when_a_push_could_go_without_taking_a_slot(redis_client):
+    limiter = RollingWindowLimiter(redis_client, "peek", limit=20, window_seconds=1.0)
+    assert limiter.ready_in(2) == 0
+    assert limiter.ready_in(2) == 0  # asking took nothing
+    limiter.acquire()
+    assert limiter.ready_in(1) == 0  # 2 per tenth of the window: one more fits
+    wait = limiter.ready_in(2)
+    assert 0.05 < wait <= 0.101, wait  # the first send leaves the tenth
+    time.sleep(wait)
+    assert limiter.ready_in(2) == 0
+    started = time.monotonic()
+    limiter.acquire()
+    limiter.acquire()
+    assert time.monotonic() - started < 0.05  # what ready_in promised, acquire gave at once
+
+
+def test_ready_in_counts_the_whole_window_and_pauses(redis_client):
+    limiter = RollingWindowLimiter(redis_client, "peek2", limit=3, window_seconds=0.3)
+    for _ in range(3):
+        limiter.acquire()
+    assert 0.1 < limiter.ready_in(1) <= 0.301  # the window is full until the first send ages
+    limiter.pause(2.0)
+    assert 1.9 < limiter.ready_in(1) <= 2.0

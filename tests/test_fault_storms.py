@@ -908,6 +908,9 @@ class SlowCrm:
     def emails_for(self, crm_ids) -> dict[str, str]:
         return {}
 
+    def ready_in(self) -> float:
+        return 0.0
+
 
 @pytest.fixture
 def slow_runtime(redis_client, tmp_path) -> Iterator[tuple[Runtime, SlowCrm]]:
@@ -963,12 +966,15 @@ def test_a_dead_pushers_lease_lapses_and_a_live_ones_does_not(slow_runtime, monk
     key = "lc:lease:sync:slow"
 
     # A worker SIGKILLed while pushing left its lease: a job finds the CRM busy and steps aside,
-    # clearing its wake flag so the workers' sweep sends another; once the lease lapses, one pushes.
+    # its wake flag kept no longer than that lease, so the workers' sweep (or the next change)
+    # sends another job once the lease lapses; that one pushes.
     emails = dirty_contacts(runtime, 3, "d")
     runtime.redis.set(key, "a-dead-worker", px=300)
+    runtime.store.set_wake("sync:slow")  # what sent the job
     assert sync_dirty("slow") == 0
-    assert not runtime.redis.exists("lc:wake:sync:slow")
+    assert 0 < runtime.redis.pttl("lc:wake:sync:slow") <= 300
     wait_for(lambda: not runtime.redis.exists(key), 5, "the dead worker's lease to lapse")
+    assert runtime.store.set_wake("sync:slow")  # nothing keeps another job from being sent
     assert sync_dirty("slow") == 3 and crm.pushed == Counter(dict.fromkeys(emails, 1))
 
     # A live pusher slower than the lease keeps it: a job started meanwhile steps aside.

@@ -221,6 +221,9 @@ class ScriptedCrm:
         self.outcomes: dict[str, object] = {}
         self.pushed: list[list[str]] = []
 
+    def ready_in(self):
+        return 0.0
+
     def push(self, contacts, known_ids, profiles):
         from connectors.base.crm import PushResult
 

@@ -57,8 +57,29 @@ def test_a_drain_job_hands_over_when_contacts_wait_for_a_push(runtime):
     assert handled == 10  # one batch, then the sync's turn
     assert runtime.store.dirty_count("sandbox") == 10
     assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]
-    assert queued(runtime, EVENTS_QUEUE) == ["engine.pipeline.drain_events"]  # the rest later
+    assert drain_args(runtime) == [[True], [False]]  # a helper for the backlog, then the rest
     assert runtime.store.backlog() == 20
+
+
+def drain_args(rt: Runtime) -> list[list]:
+    """The `helper` argument of each queued drain job."""
+    jobs = Queue(EVENTS_QUEUE, connection=rt.redis, serializer=JSONSerializer).jobs
+    return [list(job.args) for job in jobs]
+
+
+def test_a_backlog_invites_a_helper_job_so_idle_workers_join_in(runtime):
+    """The job holding the flag keeps it (accepts enqueue nothing), so other workers would idle
+    through a backlog: a full batch invites a helper, at most one per HELPER_EVERY_SECONDS."""
+    runtime.queues = (EVENTS_QUEUE,)
+    accept(runtime, 30, "a")
+    runtime.redis.delete("rq:queue:events")
+
+    assert drain_events() == 30
+    assert drain_args(runtime) == [[True]]  # three full batches, one invitation
+    runtime.store.set_wake("events")  # as if another job were on its way
+    accept(runtime, 10, "b")
+    assert drain_events(helper=True) == 10
+    assert runtime.store.set_wake("events") is False  # the helper left that job's flag alone
 
 
 def test_a_drain_job_runs_on_while_nothing_waits_for_a_push(runtime, monkeypatch):
@@ -120,6 +141,63 @@ def test_a_sync_job_hands_over_when_another_crms_push_waits(runtime, monkeypatch
     assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]
     assert runtime.store.dirty_count("sandbox") == 20
     assert runtime.store.dirty_count("second") == 30
+
+
+class Budgeted:
+    """The sandbox behind a rate limit whose budget frees up at `budget_at` (time.monotonic())."""
+
+    def __init__(self, inner, name: str):
+        self.inner, self.name, self.batch_size, self.budget_at = inner, name, 10, 0.0
+        self.pushes: list[int] = []
+
+    def ready_in(self) -> float:
+        return max(0.0, self.budget_at - time.monotonic())
+
+    def push(self, contacts, known_ids, profiles):
+        self.pushes.append(len(contacts))
+        return self.inner.push(contacts, known_ids, profiles)
+
+    def emails_for(self, crm_ids):
+        return self.inner.emails_for(crm_ids)
+
+
+def pushes_waiting(runtime: Runtime, count: int, **budgets: float) -> dict[str, Budgeted]:
+    """`count` contacts due for a push to each CRM named, whose budget frees up that many seconds
+    from now; the worker serves only the sync queue."""
+    sandbox = runtime.crms["sandbox"]
+    crms = {name: Budgeted(sandbox, name) for name in budgets}
+    runtime.crms = dict(crms)
+    accept(runtime, count, "a")
+    runtime.queues = (EVENTS_QUEUE,)
+    drain_events()
+    runtime.queues = (SYNC_QUEUE,)
+    runtime.redis.delete("rq:queue:sync")
+    for name, seconds in budgets.items():
+        crms[name].budget_at = time.monotonic() + seconds
+    return crms
+
+
+def test_a_sync_job_whose_budget_is_spent_gives_the_worker_to_another_crm(runtime):
+    """No sleeping in a rate limit while another CRM's push could go: the job hands over at once
+    and comes back; the other CRM's job does not hand back to a CRM that cannot push yet."""
+    crms = pushes_waiting(runtime, 30, limited=5.0, free=0.0)
+    started = time.monotonic()
+
+    assert pipeline.sync_dirty("limited") == 0
+    assert time.monotonic() - started < 1.0
+    assert crms["limited"].pushes == []
+    assert queued(runtime, SYNC_QUEUE) == ["engine.pipeline.sync_dirty"]  # its own, again
+    assert pipeline.sync_dirty("free") == 30  # three batches, no hand-over to "limited"
+    assert crms["free"].pushes == [10, 10, 10]
+
+
+def test_a_sync_job_with_nothing_else_to_do_waits_for_its_budget(runtime):
+    crms = pushes_waiting(runtime, 5, limited=0.3)
+    started = time.monotonic()
+
+    assert pipeline.sync_dirty("limited") == 5
+    assert time.monotonic() - started >= 0.25
+    assert crms["limited"].pushes == [5]
 
 
 def test_an_events_only_drain_job_lingers_so_steady_accepts_enqueue_nothing(runtime):

@@ -10,6 +10,8 @@ from typing import Protocol
 from engine.model import ContactState
 
 PROFILE_FIELDS = ("first_name", "last_name", "company", "phone")
+REQUESTS_PER_PUSH = 2
+"""What a push usually costs the rate limit: a read of what the CRM holds, then one write."""
 
 
 @dataclass(frozen=True)
@@ -45,4 +47,9 @@ class CrmClient(Protocol):
 
     def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:
         """Record id -> email, for the ids the CRM knows (CRM webhooks carry only ids)."""
+        ...
+
+    def ready_in(self) -> float:
+        """Seconds until a push could start without waiting on the CRM's rate limit (0: now).
+        A push that would fail at once (a daily limit reached) counts as ready."""
         ...

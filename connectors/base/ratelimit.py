@@ -38,6 +38,30 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
 
+_READY_IN = """
+-- KEYS: window set, pause flag. ARGV: limit, window ms, requests wanted. Takes no slot.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then return paused end
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local slice, per_slice = math.floor(window / 10), math.max(1, math.ceil(limit / 10))
+local n = math.min(tonumber(ARGV[3]), per_slice, limit)
+local wait = 0
+local function freed(since, over, span)  -- when the over-th oldest send since `since` ages out
+  local sent = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES',
+                          'LIMIT', over - 1, 1)
+  return tonumber(sent[2]) + span - now + 1
+end
+local used = redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf')
+if used + n > limit then wait = freed('(' .. (now - window), used + n - limit, window) end
+local recent = redis.call('ZCOUNT', KEYS[1], now - slice, '+inf')
+if recent + n > per_slice then
+  wait = math.max(wait, freed(now - slice, recent + n - per_slice, slice))
+end
+return wait
+"""
+
 
 def parse_rate(text: str) -> tuple[int, float]:
     """'190/10s' -> (190, 10.0)."""
@@ -65,6 +89,7 @@ class RollingWindowLimiter:
         self.pause_key = f"lc:rate:{account}:pause"
         self.limit, self.window_ms = limit, int(window_seconds * 1000)
         self._acquire = client.register_script(_ACQUIRE)
+        self._ready_in = client.register_script(_READY_IN)
         self._redis, self._sleep = client, sleep
 
     def acquire(self) -> float:
@@ -81,6 +106,15 @@ class RollingWindowLimiter:
                 return waited
             self._sleep(wait_ms / 1000)
             waited += wait_ms / 1000
+
+    def ready_in(self, requests: int = 1) -> float:
+        """Seconds until `requests` requests could go out without waiting (0: now); takes no
+        slot. A sync job asks before a push, so it can give the worker to other work instead
+        of sleeping in acquire()."""
+        wait_ms = self._ready_in(
+            keys=[self.key, self.pause_key], args=[self.limit, self.window_ms, requests]
+        )
+        return max(0, int(wait_ms)) / 1000
 
     def pause(self, seconds: float) -> None:
         """Hold every worker back (the CRM said 429 and how long to wait)."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from connectors.base.crm import PushResult
+from connectors.base.crm import REQUESTS_PER_PUSH, PushResult
 from connectors.base.http import RETRY_STATUSES, BearerToken, CrmSession, HttpResult
 from connectors.base.ratelimit import RollingWindowLimiter, parse_rate
 from connectors.hubspot.mapping import PREFIX, StageOrder, describe, outcomes, plan
@@ -129,6 +129,12 @@ class HubSpotClient:
                 props = {**_profile(profiles.get(email) or {}), "email": email, **todo.properties}
                 upserts.append((email, {"id": email, "idProperty": "email", "properties": props}))
         return results, updates, upserts
+
+    def ready_in(self) -> float:
+        limiter = self.session.limiter
+        if limiter is None or self._holding():
+            return 0.0
+        return limiter.ready_in(REQUESTS_PER_PUSH)
 
     def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:
         ids = [i for i in dict.fromkeys(str(x).strip() for x in crm_ids) if i.isdigit()]

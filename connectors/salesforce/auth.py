@@ -90,6 +90,13 @@ class GuardedLimiter:
             )
         return self.inner.acquire()
 
+    def ready_in(self, requests: int = 1) -> float:
+        """As RollingWindowLimiter.ready_in, but 0 during a long pause: a push then fails at once
+        and its contacts back off, rather than a job waiting hours for it."""
+        if int(self._redis.pttl(self.inner.pause_key)) > FAIL_FAST_AFTER * 1000:
+            return 0.0
+        return self.inner.ready_in(requests)
+
     def pause(self, seconds: float, why: str = "") -> None:
         """Every worker holds back `seconds`; `why` is shown while a long pause fails pushes."""
         self.inner.pause(seconds)

@@ -21,7 +21,7 @@ from urllib.parse import quote_plus, urlsplit
 
 import redis
 
-from connectors.base.crm import PushResult
+from connectors.base.crm import REQUESTS_PER_PUSH, PushResult
 from connectors.base.http import CrmSession, HttpResult
 from connectors.base.ratelimit import RollingWindowLimiter
 from connectors.salesforce.auth import (
@@ -104,6 +104,9 @@ class SalesforceClient:
         finally:
             self._publish_usage()
         return [p.result or PushResult(p.email, ok=False, error="not pushed") for p in plans]
+
+    def ready_in(self) -> float:
+        return 0.0 if self.limiter is None else self.limiter.ready_in(REQUESTS_PER_PUSH)
 
     def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:
         """Lead (00Q...) and Contact (003...) ids -> email; other ids are not ours to ask."""

@@ -27,6 +27,9 @@ class SandboxClient:
         self._record(contacts)
         return [PushResult(c.email, ok=True, crm_id=f"sandbox-{c.email}") for c in contacts]
 
+    def ready_in(self) -> float:
+        return 0.0
+
     def emails_for(self, crm_ids: Sequence[str]) -> dict[str, str]:
         prefix = "sandbox-"
         return {i: i.removeprefix(prefix) for i in crm_ids if i.startswith(prefix)}
