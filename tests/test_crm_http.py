@@ -226,3 +226,17 @@ def test_ready_in_counts_the_whole_window_and_pauses(redis_client):
     assert 0.1 < limiter.ready_in(1) <= 0.301  # the window is full until the first send ages
     limiter.pause(2.0)
     assert 1.9 < limiter.ready_in(1) <= 2.0
+
+
+def test_a_tenth_of_the_window_carries_whole_pushes(redis_client):
+    """190/10s spreads 19 requests per tenth: a push of 2 would leave one slot of each unused."""
+    single = RollingWindowLimiter(redis_client, "odd1", limit=30, window_seconds=10)
+    paired = RollingWindowLimiter(redis_client, "odd2", limit=30, window_seconds=10, together=2)
+    for limiter in (single, paired):
+        limiter.acquire()
+        limiter.acquire()
+    assert single.ready_in(2) > 0.9  # 3 per tenth: the third alone would fit
+    assert paired.ready_in(2) == 0  # 4 per tenth: a whole second push fits
+    paired.acquire()
+    paired.acquire()
+    assert paired.ready_in(1) > 0.9

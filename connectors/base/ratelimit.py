@@ -2,14 +2,16 @@
 machine (HubSpot private apps: 100 or 190 requests per rolling 10 s).
 
 A sorted set holds the send times of the last window; times come from Redis's own clock, so
-machines with skewed clocks still share one budget. At most a tenth of the budget goes out in any
-tenth of the window: spending it all at once would then stall every push (and every job queued
-behind it) for the rest of the window. When the CRM answers 429 anyway (other apps
-spend the same account's budget), `pause` holds every worker back for the time it asked.
+machines with skewed clocks still share one budget. At most a tenth of the budget (rounded up to
+whole groups of requests that go together) goes out in any tenth of the window: spending it all at
+once would then stall every push (and every job queued behind it) for the rest of the window.
+When the CRM answers 429 anyway (other apps spend the same account's budget), `pause` holds every
+worker back for the time it asked.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -30,7 +32,7 @@ end
 -- at most a tenth of the budget in any tenth of the window: no burst-then-stall
 local slice = math.floor(window / 10)
 local recent = redis.call('ZRANGEBYSCORE', KEYS[1], now - slice, '+inf', 'WITHSCORES')
-if #recent / 2 >= math.max(1, math.ceil(limit / 10)) then
+if #recent / 2 >= tonumber(ARGV[4]) then
   return tonumber(recent[2]) + slice - now + 1
 end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -39,13 +41,14 @@ return 0
 """
 
 _READY_IN = """
--- KEYS: window set, pause flag. ARGV: limit, window ms, requests wanted. Takes no slot.
+-- KEYS: window set, pause flag. ARGV: limit, window ms, requests wanted, per tenth of the
+-- window. Takes no slot.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then return paused end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local slice, per_slice = math.floor(window / 10), math.max(1, math.ceil(limit / 10))
+local slice, per_slice = math.floor(window / 10), tonumber(ARGV[4])
 local n = math.min(tonumber(ARGV[3]), per_slice, limit)
 local wait = 0
 local function freed(since, over, span)  -- when the over-th oldest send since `since` ages out
@@ -84,10 +87,16 @@ class RollingWindowLimiter:
         limit: int,
         window_seconds: float,
         sleep: Callable[[float], None] = time.sleep,
+        together: int = 1,
     ):
+        """`together`: requests that usually go out back to back (a push's read and write); a
+        tenth of the window then carries whole groups of them, so a caller who waits until
+        ready_in(together) is 0 never leaves a slot of each tenth unused."""
         self.key = f"lc:rate:{account}"
         self.pause_key = f"lc:rate:{account}:pause"
         self.limit, self.window_ms = limit, int(window_seconds * 1000)
+        tenth = max(1, math.ceil(limit / 10))
+        self.per_tenth = min(limit, max(1, math.ceil(tenth / together) * together))
         self._acquire = client.register_script(_ACQUIRE)
         self._ready_in = client.register_script(_READY_IN)
         self._redis, self._sleep = client, sleep
@@ -99,7 +108,7 @@ class RollingWindowLimiter:
             wait_ms = int(
                 self._acquire(
                     keys=[self.key, self.pause_key],
-                    args=[self.limit, self.window_ms, secrets.token_hex(6)],
+                    args=[self.limit, self.window_ms, secrets.token_hex(6), self.per_tenth],
                 )
             )
             if wait_ms <= 0:
@@ -112,7 +121,8 @@ class RollingWindowLimiter:
         slot. A sync job asks before a push, so it can give the worker to other work instead
         of sleeping in acquire()."""
         wait_ms = self._ready_in(
-            keys=[self.key, self.pause_key], args=[self.limit, self.window_ms, requests]
+            keys=[self.key, self.pause_key],
+            args=[self.limit, self.window_ms, requests, self.per_tenth],
         )
         return max(0, int(wait_ms)) / 1000
 

@@ -294,7 +294,9 @@ def build_client(
     except ValueError as exc:
         raise ConfigError(f"HUBSPOT_RATE_LIMIT: {exc}") from None
     account = "hubspot:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-    limiter = RollingWindowLimiter(redis_client, account, limit, window + RATE_GUARD_SECONDS)
+    limiter = RollingWindowLimiter(
+        redis_client, account, limit, window + RATE_GUARD_SECONDS, together=REQUESTS_PER_PUSH
+    )
     return HubSpotClient(
         settings.hubspot_api_base, token, mapping, vocab, limiter=limiter, **session_options
     )

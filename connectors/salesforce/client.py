@@ -338,7 +338,10 @@ def build_client(
     version = api_version(settings.salesforce_api_version)
     account = f"salesforce:{urlsplit(base).hostname}"
     limiter = GuardedLimiter(
-        RollingWindowLimiter(redis_client, account, *mapping.rate, sleep=sleep), redis_client
+        RollingWindowLimiter(
+            redis_client, account, *mapping.rate, sleep=sleep, together=REQUESTS_PER_PUSH
+        ),
+        redis_client,
     )
     auth = ClientCredentials(
         base,
