@@ -42,6 +42,7 @@ from engine.store import (
     InboxEntry,
     Lease,
     Store,
+    Synced,
     requeue,
     set_aside,
     write,
@@ -528,11 +529,15 @@ def _push_dirty(runtime: Runtime, client: CrmClient, crm: str, lease: Lease) -> 
         states = [c.state for c in contacts.values()]
         profiles = {email: c.profile for email, c in contacts.items()}
         pushes = _push(client, store, crm, states, profiles)
+        now = runtime.clock()
+        synced = [
+            Synced(state, result.crm_id, result.seen)
+            for state, result in zip(states, pushes, strict=True)
+            if result.ok
+        ]
+        store.mark_synced(crm, synced, now)
         for state, result in zip(states, pushes, strict=True):
-            now = runtime.clock()
-            if result.ok:
-                store.mark_synced(crm, state, result.crm_id, now, seen=result.seen)
-            else:
+            if not result.ok:
                 error = result.error or "unknown error"
                 store.mark_failed(crm, state.email, error, not result.retryable, now)
         pushed += len(states)

@@ -115,8 +115,8 @@ redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[5], ARGV[1])
   redis.call('HSET', KEYS[6], ARGV[6], ARGV[3])
+  redis.call('HSET', KEYS[2], 'crm_id', ARGV[3])
 end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'crm_id', ARGV[3]) end
 if tonumber(current) == tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('HSET', KEYS[2], 'state', 'synced')
@@ -134,6 +134,16 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Synced:
+    """One contact's successful push: the state pushed, the CRM's record id, and what the CRM
+    held that the push did not overwrite (e.g. a later stage set there)."""
+
+    state: ContactState
+    crm_id: str | None = None
+    seen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -611,35 +621,29 @@ class Store:
     def dirty_count(self, crm: str) -> int:
         return int(self.redis.zcard(dirty_key(crm)))
 
-    def mark_synced(
-        self,
-        crm: str,
-        state: ContactState,
-        crm_id: str | None,
-        now: datetime,
-        seen: str | None = None,
-    ) -> bool:
-        """Record a successful push; the contact leaves the dirty set unless it changed since.
-        `seen` records what the CRM held that we did not overwrite (a later stage set there)."""
-        if seen:
-            self.redis.hset(sync_key(crm, state.email), "seen", seen)
-        keys = [
-            dirty_key(crm),
-            sync_key(crm, state.email),
-            contact_key(state.email),
-            METRICS,
-            crmid_key(crm, crm_id or ""),
-            crmids_key(state.email),
-        ]
-        args = [
-            state.email,
-            state.version,
-            crm_id or "",
-            format_time(now),
-            f"sync|{crm}|synced",
-            crm,
-        ]
-        return bool(self._synced(keys=keys, args=args))
+    def mark_synced(self, crm: str, pushed: Sequence[Synced], now: datetime) -> list[bool]:
+        """Record successful pushes, one round trip for the batch; each contact leaves the dirty
+        set unless it changed since (True where it left)."""
+        if not pushed:
+            return []
+        with unavailable_as_error(), self.redis.pipeline(transaction=False) as pipe:
+            for item in pushed:
+                email, crm_id = item.state.email, item.crm_id or ""
+                keys = [
+                    dirty_key(crm),
+                    sync_key(crm, email),
+                    contact_key(email),
+                    METRICS,
+                    crmid_key(crm, crm_id),
+                    crmids_key(email),
+                ]
+                args = [email, item.state.version, crm_id, format_time(now), f"sync|{crm}|synced"]
+                self._synced(keys=keys, args=[*args, crm], client=pipe)
+            for item in pushed:
+                if item.seen:  # what the CRM held that we did not overwrite
+                    pipe.hset(sync_key(crm, item.state.email), "seen", item.seen)
+            replies = pipe.execute()
+        return [bool(reply) for reply in replies[: len(pushed)]]
 
     def mark_failed(self, crm: str, email: str, error: str, dead: bool, now: datetime) -> None:
         """A retryable failure stays dirty and backs off (doubling, at most an hour); a fatal one

@@ -144,6 +144,27 @@ def test_sandbox_sync_pushes_the_latest_state_once(runtime):
     assert runtime.store.dirty_count("sandbox") == 0
 
 
+def test_a_batch_of_pushes_is_recorded_at_once_and_a_newer_change_stays_dirty(runtime):
+    from engine.store import Synced
+
+    accept(runtime, event("content_downloaded", 0), event("deal_won", 0, email="bo@example.com"))
+    drain_events()
+    store = runtime.store
+    ann, bo = (store.contact(e).state for e in ("ann@example.com", "bo@example.com"))
+    accept(runtime, event("form_submitted", 5, form="demo-request"))  # ann changes after the read
+    drain_events()
+    pushed = [Synced(ann, "id-ann"), Synced(bo, "id-bo", seen="stage customer set in the CRM")]
+
+    assert store.mark_synced("sandbox", pushed, runtime.clock()) == [False, True]
+    assert store.dirty("sandbox", 10, runtime.clock()) == ["ann@example.com"]  # pushes again
+    records = store.sync_records("bo@example.com", ["sandbox"])["sandbox"]
+    assert (records["state"], records["crm_id"], records["seen"]) == (
+        "synced", "id-bo", "stage customer set in the CRM"
+    )  # fmt: skip
+    assert store.crm_ids("ann@example.com") == {"sandbox": "id-ann"}
+    assert store.mark_synced("sandbox", [], runtime.clock()) == []
+
+
 def test_schedule_actions_become_rq_scheduled_jobs_that_re_enter(runtime):
     accept(
         runtime,
