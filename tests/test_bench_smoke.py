@@ -1,5 +1,5 @@
 """The benchmarks still run: their quick versions, with sane numbers (rules evaluation in-process;
-ingest, CRM latency and worker memory with real processes, all stopped afterwards).
+ingest, CRM latency, worker memory and backtest with real processes, all stopped afterwards).
 
 No timing assertions: the numbers depend on the machine and its load; BENCHMARKS.md has them.
 """
