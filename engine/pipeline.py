@@ -487,6 +487,7 @@ def sync_dirty(crm: str) -> int:
     if client is None:
         log.error("sync for %s requested but that CRM is not configured in this worker", crm)
         return 0
+    store.keep_wake(flag, SYNC_FLAG_SECONDS)  # first: a job killed from here on holds it briefly
     lease = Lease(runtime.redis, flag, SYNC_LEASE_SECONDS)
     if not lease.acquire():
         # Another job is pushing to this CRM and renews the flag until nothing is due. Should

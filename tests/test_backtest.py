@@ -371,7 +371,7 @@ def test_a_bad_duration_is_a_usage_error(redis_url, stored):
 
 def test_the_quick_benchmark_replays_every_stored_event_and_stops_its_redis():
     from bench import backtest as bench
-    from tests.processes import live_members
+    from bench import processes
 
     report = bench.run(quick=True)
 
@@ -383,4 +383,4 @@ def test_the_quick_benchmark_replays_every_stored_event_and_stops_its_redis():
     for row in report.rows:
         assert row.what in report.markdown()
         assert (row.met is None) == (row.target == "")
-    assert bench.STARTED and all(live_members(pgid) == [] for pgid in bench.STARTED)
+    assert processes.STARTED and processes.survivors(processes.STARTED) == []

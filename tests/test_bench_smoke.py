@@ -1,5 +1,5 @@
 """The benchmarks still run: their quick versions, with sane numbers (rules evaluation in-process;
-ingest, CRM latency, worker memory and backtest with real processes, all stopped afterwards).
+ingest, CRM latency and worker memory with real processes, all stopped afterwards).
 
 No timing assertions: the numbers depend on the machine and its load; BENCHMARKS.md has them.
 """
@@ -213,17 +213,4 @@ def test_quick_worker_memory_rows_have_verdicts_and_every_process_is_gone(quick_
     from bench import processes
 
     _rows_have_verdicts(quick_worker_memory)
-    assert processes.survivors(processes.STARTED) == []
-
-
-# --- Backtest: the CLI in its own process against a dedicated redis-server -------------------
-
-
-def test_quick_backtest_replays_every_stored_event_and_stops_its_redis():
-    from bench import backtest, processes
-
-    report = backtest.run(quick=True)
-
-    _rows_have_verdicts(report)
-    assert f"Replayed {backtest.QUICK.events:,} events" in report.markdown()
     assert processes.survivors(processes.STARTED) == []

@@ -305,6 +305,25 @@ def test_fatal_failures_become_dead_letters_retryable_after_a_fix(
     assert "0 dead letter(s)" in listing.output
 
 
+def test_a_sync_job_that_dies_holds_its_flag_for_seconds_not_a_minute(
+    runtime, scripted, monkeypatch
+):
+    """The flag a commit sets lasts WAKE_SECONDS; the job shortens it first thing, so a job killed
+    at any point keeps the next change (or the sweep) from sending another for seconds only."""
+    accept(runtime, event("deal_won", 0))
+    drain_events()
+    assert runtime.redis.pttl("lc:wake:sync:scripted") > 50_000  # as the commit set it
+
+    def die(self):
+        raise KeyboardInterrupt  # the process dies before anything else
+
+    monkeypatch.setattr(pipeline.Lease, "acquire", die)
+
+    with pytest.raises(KeyboardInterrupt):
+        sync_dirty("scripted")
+    assert 0 < runtime.redis.pttl("lc:wake:sync:scripted") <= pipeline.SYNC_FLAG_SECONDS * 1000
+
+
 def test_retryable_failures_back_off_per_contact_and_succeed_later(runtime, scripted):
     from engine.errors import RetriableSyncError
 
