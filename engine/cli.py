@@ -150,7 +150,7 @@ and scale")."""
 def default_web_workers() -> int:
     """gunicorn's own advice, 2 x cores + 1: a sync worker waiting on Redis leaves its core to
     another (measured on 2 cores: with 2 workers the accept path stalled on that round trip,
-    ~14 % of the cores idle under load; BENCHMARKS.md, ingest)."""
+    ~12 % of the cores idle under load; BENCHMARKS.md, ingest)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 2 * (cores or 1) + 1
 
